@@ -435,10 +435,11 @@ class Enc {
     this.len += n;
     return at;
   }
-  u8(v: number): void { this.buf.writeUInt8(v, this.room(1)); }
-  u32(v: number): void { this.buf.writeUInt32LE(v, this.room(4)); }
-  u64(v: bigint | number): void { this.buf.writeBigUInt64LE(BigInt(v), this.room(8)); }
-  bytes(b: Uint8Array): void { this.buf.set(b, this.room(b.length)); }
+  // (room() may replace this.buf, so it is called before this.buf is read)
+  u8(v: number): void { const at = this.room(1); this.buf.writeUInt8(v, at); }
+  u32(v: number): void { const at = this.room(4); this.buf.writeUInt32LE(v, at); }
+  u64(v: bigint | number): void { const at = this.room(8); this.buf.writeBigUInt64LE(BigInt(v), at); }
+  bytes(b: Uint8Array): void { const at = this.room(b.length); this.buf.set(b, at); }
   str(s: string): void {
     const b = Buffer.from(s, 'utf8');
     this.u64(b.length);
