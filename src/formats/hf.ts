@@ -95,8 +95,9 @@ export function hfConfigToMetadata(cfg: HFLlamaConfig, name: string): Map<string
   put('llama.attention.head_count', VT.UINT32, cfg.nHeads);
   put('llama.attention.head_count_kv', VT.UINT32, cfg.nKvHeads);
   put('llama.rope.dimension_count', VT.UINT32, cfg.headDim);
-  put('llama.rope.freq_base', VT.FLOAT32, cfg.ropeTheta);
-  put('llama.attention.layer_norm_rms_epsilon', VT.FLOAT32, cfg.rmsNormEps);
+  // float32 keys hold the f32 value, as a GGUF file read back would
+  put('llama.rope.freq_base', VT.FLOAT32, Math.fround(cfg.ropeTheta));
+  put('llama.attention.layer_norm_rms_epsilon', VT.FLOAT32, Math.fround(cfg.rmsNormEps));
   put('llama.vocab_size', VT.UINT32, cfg.vocabSize);
   if (cfg.headDim !== cfg.hiddenSize / cfg.nHeads) {
     put('llama.attention.key_length', VT.UINT32, cfg.headDim);

@@ -127,7 +127,7 @@ test('HF dir: metadata from config.json, GGUF names and dims, tensor order', () 
     'llama.context_length': [U, 256], 'llama.embedding_length': [U, 16], 'llama.block_count': [U, 2],
     'llama.feed_forward_length': [U, 32], 'llama.attention.head_count': [U, 4], 'llama.attention.head_count_kv': [U, 2],
     'llama.rope.dimension_count': [U, 4], 'llama.rope.freq_base': [F, 500000],
-    'llama.attention.layer_norm_rms_epsilon': [F, 1e-5], 'llama.vocab_size': [U, 64], 'flashlm.activation': [S, 'silu'],
+    'llama.attention.layer_norm_rms_epsilon': [F, Math.fround(1e-5)], 'llama.vocab_size': [U, 64], 'flashlm.activation': [S, 'silu'],
   });
   const names = src.tensors.map((t) => t.name);
   assert.equal(names[0], 'token_embd.weight');
@@ -261,7 +261,7 @@ test('HF dir: tied embeddings, Mistral, relu, head_dim, extraMetadata, skipped i
   assert.equal(s2.metadata.get('llama.rope.dimension_count')?.value, hd);
   assert.equal(s2.metadata.get('llama.attention.key_length')?.value, hd);
   assert.equal(s2.metadata.get('llama.rope.freq_base')?.value, 10000);
-  assert.equal(s2.metadata.get('llama.attention.layer_norm_rms_epsilon')?.value, 1e-6);
+  assert.equal(s2.metadata.get('llama.attention.layer_norm_rms_epsilon')?.value, Math.fround(1e-6));
   assert.equal(s2.metadata.get('llama.attention.head_count_kv')?.value, 2);
   s2.close();
 });
