@@ -1,0 +1,87 @@
+// Matvec throughput of the WASM kernels: GB/s of weight bytes and GFLOPS for a 5120×13824
+// matrix (rows × cols), rotating through a set of such matrices much larger than L3 so the
+// weights stream from DRAM. Median of RUNS passes, on 1 and 2 threads. Prints JSON.
+// Usage: node dist/bench/kernels.js [--runs N] [--set-mb MB] [--types q8_0,q4_0,bf16,f32]
+import { Compute, GGMLType, rowBytes } from '../src/kernels/index.js';
+
+const argv = process.argv.slice(2);
+const opt = (name: string, dflt: string) => {
+  const i = argv.indexOf(`--${name}`);
+  return i >= 0 && i + 1 < argv.length ? argv[i + 1] : dflt;
+};
+const RUNS = Number(opt('runs', '7'));
+const SET_BYTES = Number(opt('set-mb', '256')) * 1e6;
+const TYPES = opt('types', 'q8_0,q4_0,bf16,f32').split(',');
+const THREADS = opt('threads', '1,2').split(',').map(Number);
+const ROWS = Number(opt('rows', '5120'));
+const COLS = Number(opt('cols', '13824'));
+const TYPE_IDS: Record<string, number> = { f32: GGMLType.F32, f16: GGMLType.F16, bf16: GGMLType.BF16, q8_0: GGMLType.Q8_0, q4_0: GGMLType.Q4_0 };
+
+function fillWeights(u8: Uint8Array, type: number): void {
+  // random payload with sane scales / finite values (NaN or subnormal floats would distort timing)
+  let s = 0x9e3779b9 >>> 0;
+  const rnd = () => { s ^= s << 13; s >>>= 0; s ^= s >>> 17; s ^= s << 5; s >>>= 0; return s; };
+  const u32 = new Uint32Array(u8.buffer, u8.byteOffset, u8.length >>> 2);
+  for (let i = 0; i < u32.length; i++) u32[i] = rnd();
+  if (type === GGMLType.F32) {
+    for (let i = 0; i < u32.length; i++) u32[i] = (u32[i] & 0x807fffff) | 0x3c000000; // ±[2^-7, 2^-6)
+  } else if (type === GGMLType.F16 || type === GGMLType.BF16) {
+    const u16 = new Uint16Array(u8.buffer, u8.byteOffset, u8.length >>> 1);
+    const [m, e] = type === GGMLType.F16 ? [0x83ff, 0x2000] : [0x807f, 0x3c00];
+    for (let i = 0; i < u16.length; i++) u16[i] = (u16[i] & m) | e;
+  } else {
+    const bb = type === GGMLType.Q8_0 ? 34 : 18;
+    for (let o = 0; o + 2 <= u8.length; o += bb) { u8[o] = 0x1f; u8[o + 1] = 0x20; } // d ≈ 0.0081
+  }
+}
+
+interface Result { type: string; threads: number; matrices: number; setMB: number; gbps: number; gflops: number; msPerMatrix: number; runsGBps: number[] }
+
+async function benchType(name: string, threads: number): Promise<Result> {
+  const type = TYPE_IDS[name];
+  const mBytes = rowBytes(type, COLS) * ROWS;
+  const nMat = Math.max(1, Math.ceil(SET_BYTES / mBytes));
+  const compute = await Compute.create({ threads });
+  try {
+    const a = compute.createArena(nMat * mBytes + 64 * 1024 * 1024);
+    const ws: number[] = [];
+    for (let i = 0; i < nMat; i++) {
+      const w = a.alloc(mBytes, 64);
+      fillWeights(a.u8(w, mBytes), type);
+      ws.push(w);
+    }
+    const x = a.alloc(COLS * 4);
+    const xf = a.f32(x, COLS);
+    for (let i = 0; i < COLS; i++) xf[i] = Math.sin(i * 0.37);
+    const xq = a.alloc(compute.preparedXBytes(type, COLS));
+    compute.prepareX(a, type, x, xq, COLS);
+    const y = a.alloc(ROWS * 4);
+    const pass = () => { for (const w of ws) compute.matvec(a, [{ type, w, rows: ROWS, cols: COLS, xq, y }]); };
+    for (let i = 0; i < 3; i++) pass(); // warm up: tier-up to optimized code, page in
+    const times: number[] = [];
+    for (let r = 0; r < RUNS; r++) {
+      const t0 = process.hrtime.bigint();
+      pass();
+      times.push(Number(process.hrtime.bigint() - t0) / 1e9);
+    }
+    const sorted = [...times].sort((p, q) => p - q);
+    const med = sorted[sorted.length >> 1];
+    const r3 = (v: number) => Math.round(v * 1000) / 1000;
+    return {
+      type: name, threads, matrices: nMat, setMB: Math.round((nMat * mBytes) / 1e6),
+      gbps: r3((nMat * mBytes) / med / 1e9),
+      gflops: r3((2 * ROWS * COLS * nMat) / med / 1e9),
+      msPerMatrix: r3((med / nMat) * 1000),
+      runsGBps: times.map((t) => Math.round(((nMat * mBytes) / t / 1e9) * 100) / 100),
+    };
+  } finally {
+    await compute.close();
+  }
+}
+
+const results: Result[] = [];
+for (const name of TYPES) {
+  if (!(name in TYPE_IDS)) throw new Error(`unknown type ${name}`);
+  for (const t of THREADS) results.push(await benchType(name, t));
+}
+process.stdout.write(JSON.stringify({ shape: [ROWS, COLS], runs: RUNS, node: process.version, results }, null, 1) + '\n');

@@ -1,0 +1,126 @@
+// Shared by the calling thread and the kernel workers: the control block layout, the kernel
+// exports, and the code that runs one thread's share of a dispatched op.
+
+/** GGML tensor type ids the kernels understand (same numbers as src/formats/ggml-types.ts). */
+export const GGMLType = { F32: 0, F16: 1, Q4_0: 2, Q8_0: 8, BF16: 30 } as const;
+
+/** Functions exported by the AssemblyScript module (all offsets are byte offsets). */
+export interface KernelExports {
+  matvec_q8_0(w: number, xq: number, y: number, cols: number, r0: number, r1: number): void;
+  matvec_q4_0(w: number, xq: number, y: number, cols: number, r0: number, r1: number): void;
+  matvec_f32(w: number, xq: number, y: number, cols: number, r0: number, r1: number): void;
+  matvec_f16(w: number, xq: number, y: number, cols: number, r0: number, r1: number): void;
+  matvec_bf16(w: number, xq: number, y: number, cols: number, r0: number, r1: number): void;
+  prepare_q8_0(x: number, xq: number, n: number): void;
+  prepare_f16(x: number, xq: number, n: number): void;
+  prepare_bf16(x: number, xq: number, n: number): void;
+  copy_bytes(src: number, dst: number, n: number): void;
+  dequant_q8_0(w: number, out: number, cols: number): void;
+  dequant_q4_0(w: number, out: number, cols: number): void;
+  dequant_f16(w: number, out: number, cols: number): void;
+  dequant_bf16(w: number, out: number, cols: number): void;
+  rmsnorm(x: number, w: number, out: number, n: number, eps: number): void;
+  rope(v: number, nHeads: number, headDim: number, pos: number, base: number, ropeDim: number, cache: number): void;
+  store_f16(src: number, dst: number, n: number): void;
+  silu_mul(g: number, u: number, out: number, n: number): void;
+  relu_mul(g: number, u: number, out: number, n: number): void;
+  add(x: number, y: number, n: number): void;
+  softmax(x: number, n: number): void;
+  attention(q: number, k: number, v: number, out: number, kvF16: number, nHeads: number, nKvHeads: number,
+    headDim: number, nPos: number, kvStride: number, scratch: number, qbuf: number, h0: number, h1: number): void;
+}
+
+export function instantiate(module: WebAssembly.Module, memory: WebAssembly.Memory): KernelExports {
+  const inst = new WebAssembly.Instance(module, {
+    env: { memory, abort() { throw new Error('kernel abort'); } },
+  });
+  return inst.exports as unknown as KernelExports;
+}
+
+// ---- arena layout: [0, 16 KiB) the module's static data, [16 KiB, 64 KiB) per-thread scratch
+export const RESERVED_BYTES = 65536;
+export const SCRATCH_BASE = 16384;
+export function scratchSlotBytes(threads: number): number {
+  return Math.floor((RESERVED_BYTES - SCRATCH_BASE) / threads / 64) * 64;
+}
+
+// ---- control block (SharedArrayBuffer): Int32 words, then f64 params, then error slots
+export const W_SEQ = 0;       // dispatch generation, bumped by the caller
+export const W_DONE = 1;      // workers finished with the current generation
+export const W_ERRS = 2;      // workers that failed in the current generation
+export const W_OP = 3;
+export const W_ARENA = 4;
+export const W_NJOBS = 5;
+export const W_DEAD = 6;      // workers that exited
+export const PARAM_BYTE = 256;           // f64 params start here
+export const JOB_F64 = 6;                // type, w, rows, cols, xq, y
+export const MAX_JOBS = 64;
+export const ERR_BYTE = 4096;            // per-thread error slots: i32 length + utf-8 text
+export const ERR_SLOT = 1024;
+export const ctlBytes = (threads: number) => ERR_BYTE + threads * ERR_SLOT;
+
+export const OP_MATVEC = 1;
+export const OP_ATTN = 2;
+export const OP_FAIL = 3;
+export const OP_EXIT = 4;
+
+/** Row range of thread t of T for a job with `rows` rows; boundaries are multiples of 4. */
+export function splitRows(rows: number, t: number, T: number): [number, number] {
+  const b = (i: number) => (i >= T ? rows : Math.min(rows, Math.round((rows * i) / (T * 4)) * 4));
+  return [b(t), b(t + 1)];
+}
+
+export function splitHeads(n: number, t: number, T: number): [number, number] {
+  return [Math.round((n * t) / T), Math.round((n * (t + 1)) / T)];
+}
+
+/** Runs thread t's share of the op currently described in the control block. */
+export function runShare(ctl: Int32Array, params: Float64Array, k: KernelExports, t: number, T: number): void {
+  const op = ctl[W_OP];
+  if (op === OP_MATVEC) {
+    const n = ctl[W_NJOBS];
+    for (let j = 0; j < n; j++) {
+      const o = j * JOB_F64;
+      const rows = params[o + 2];
+      const [r0, r1] = splitRows(rows, t, T);
+      if (r0 >= r1) continue;
+      const type = params[o];
+      const w = params[o + 1], cols = params[o + 3], xq = params[o + 4], y = params[o + 5];
+      switch (type) {
+        case GGMLType.Q8_0: k.matvec_q8_0(w, xq, y, cols, r0, r1); break;
+        case GGMLType.Q4_0: k.matvec_q4_0(w, xq, y, cols, r0, r1); break;
+        case GGMLType.F32: k.matvec_f32(w, xq, y, cols, r0, r1); break;
+        case GGMLType.F16: k.matvec_f16(w, xq, y, cols, r0, r1); break;
+        case GGMLType.BF16: k.matvec_bf16(w, xq, y, cols, r0, r1); break;
+        default: throw new Error(`matvec: unsupported type ${type}`);
+      }
+    }
+  } else if (op === OP_ATTN) {
+    const p = params;
+    const nHeads = p[5];
+    const [h0, h1] = splitHeads(nHeads, t, T);
+    if (h0 >= h1) return;
+    const qbuf = SCRATCH_BASE + t * scratchSlotBytes(T);
+    k.attention(p[0], p[1], p[2], p[3], p[4], nHeads, p[6], p[7], p[8], p[9], p[10], qbuf, h0, h1);
+  } else if (op === OP_FAIL) {
+    if (t !== 0) throw new Error(`injected failure in kernel worker ${t}`);
+  } else {
+    throw new Error(`unknown kernel op ${op}`);
+  }
+}
+
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+
+export function writeError(ctl: Int32Array, t: number, e: unknown): void {
+  const msg = e instanceof Error ? `${e.name}: ${e.message}` : String(e);
+  const u8 = new Uint8Array(ctl.buffer, ERR_BYTE + t * ERR_SLOT + 4, ERR_SLOT - 4);
+  const { written } = enc.encodeInto(msg.slice(0, ERR_SLOT / 4 - 2), u8);
+  ctl[(ERR_BYTE + t * ERR_SLOT) >> 2] = written;
+}
+
+export function readError(ctl: Int32Array, t: number): string {
+  const len = ctl[(ERR_BYTE + t * ERR_SLOT) >> 2];
+  // copy out of the shared buffer: TextDecoder does not accept shared views
+  return dec.decode(new Uint8Array(ctl.buffer, ERR_BYTE + t * ERR_SLOT + 4, len).slice());
+}

@@ -1,0 +1,351 @@
+// WASM SIMD kernels over shared WebAssembly.Memory arenas (see docs/contracts.md, kernels/).
+// The calling thread plus (threads − 1) worker_threads split matvec rows and attention heads;
+// everything else runs on the calling thread. All ops are synchronous.
+import { Worker, MessageChannel, type MessagePort } from 'node:worker_threads';
+import {
+  GGMLType, instantiate, runShare, readError, splitRows, scratchSlotBytes, ctlBytes, type KernelExports,
+  RESERVED_BYTES, SCRATCH_BASE, W_SEQ, W_DONE, W_ERRS, W_OP, W_ARENA, W_NJOBS, W_DEAD, PARAM_BYTE, ERR_BYTE, ERR_SLOT,
+  JOB_F64, MAX_JOBS, OP_MATVEC, OP_ATTN, OP_FAIL, OP_EXIT,
+} from './exec.js';
+
+export { GGMLType } from './exec.js';
+
+export class ArenaFullError extends Error {
+  constructor(readonly requested: number, readonly used: number, readonly capacity: number) {
+    super(`arena full: need ${requested} bytes, ${used} of ${capacity} used`);
+    this.name = 'ArenaFullError';
+  }
+}
+
+/** Bytes of one row of `cols` elements of GGML type `type`. */
+export function rowBytes(type: number, cols: number): number {
+  switch (type) {
+    case GGMLType.F32: return cols * 4;
+    case GGMLType.F16: case GGMLType.BF16: return cols * 2;
+    case GGMLType.Q8_0: return (cols / 32) * 34;
+    case GGMLType.Q4_0: return (cols / 32) * 18;
+    default: throw new RangeError(`kernels: unsupported GGML type ${type}`);
+  }
+}
+
+const PAGE = 65536;
+const MAX_PAGES = 65536;
+const align16 = (n: number) => Math.ceil(n / 16) * 16;
+
+/** One shared WebAssembly.Memory with a bump allocator. The first 64 KiB are kernel scratch. */
+export class Arena {
+  readonly capacity: number;
+  private top = RESERVED_BYTES;
+  private readonly buf: SharedArrayBuffer;
+  /** @internal kernel instance of the calling thread */
+  readonly k: KernelExports;
+
+  /** @internal use Compute.createArena */
+  constructor(readonly index: number, readonly memory: WebAssembly.Memory, module: WebAssembly.Module) {
+    this.buf = memory.buffer as unknown as SharedArrayBuffer;
+    this.capacity = this.buf.byteLength;
+    this.k = instantiate(module, memory);
+  }
+  get bytesUsed(): number { return this.top; }
+
+  alloc(bytes: number, align = 64): number {
+    if (!(bytes >= 0) || !Number.isInteger(bytes)) throw new RangeError(`alloc: bad size ${bytes}`);
+    if (!(align > 0) || (align & (align - 1)) !== 0) throw new RangeError(`alloc: bad alignment ${align}`);
+    const off = Math.ceil(this.top / align) * align;
+    if (off + bytes > this.capacity) throw new ArenaFullError(bytes, this.top, this.capacity);
+    this.top = off + bytes;
+    return off;
+  }
+  u8(off: number, len: number): Uint8Array { return new Uint8Array(this.buf, off, len); }
+  u16(off: number, len: number): Uint16Array { return new Uint16Array(this.buf, off, len); }
+  f32(off: number, len: number): Float32Array { return new Float32Array(this.buf, off, len); }
+  /** addition: int8 view (q8 quants) */
+  i8(off: number, len: number): Int8Array { return new Int8Array(this.buf, off, len); }
+}
+
+export interface MatvecJob { type: number; w: number; rows: number; cols: number; xq: number; y: number }
+export interface AttentionParams {
+  q: number; k: number; v: number; out: number; kvType: number; nHeads: number; nKvHeads: number;
+  headDim: number; nPos: number; kvStride: number; scratch: number;
+}
+export interface ComputeOptions {
+  threads?: number;           // default 2: the calling thread + 1 worker
+  /** matvec batches with fewer weight bytes than this run on the calling thread only (default 64 KiB) */
+  minParallelBytes?: number;
+  /** polls of the control word before a thread sleeps in Atomics.wait (default 20000) */
+  spin?: number;
+}
+
+export class Compute {
+  readonly threads: number;
+  private readonly ctl: Int32Array;
+  private readonly params: Float64Array;
+  private readonly ports: MessagePort[] = [];
+  private arenas = 0;
+  private closed = false;
+
+  private constructor(
+    private readonly module: WebAssembly.Module,
+    private readonly workers: Worker[],
+    sab: SharedArrayBuffer,
+    ports: MessagePort[],
+    private readonly minParallelBytes: number,
+    private readonly spin: number,
+  ) {
+    this.threads = workers.length + 1;
+    this.ctl = new Int32Array(sab);
+    this.params = new Float64Array(sab, PARAM_BYTE, (ERR_BYTE - PARAM_BYTE) / 8);
+    this.ports = ports;
+  }
+
+  static async create(opts: ComputeOptions = {}): Promise<Compute> {
+    const threads = opts.threads ?? 2;
+    if (!Number.isInteger(threads) || threads < 1 || threads > 64) throw new RangeError(`threads must be 1..64, got ${threads}`);
+    const spin = opts.spin ?? 20000;
+    const { default: b64 } = (await import(new URL('./kernels-wasm.js', import.meta.url).href)) as { default: string };
+    const module = await WebAssembly.compile(Buffer.from(b64, 'base64'));
+    const sab = new SharedArrayBuffer(ctlBytes(threads));
+    const workers: Worker[] = [];
+    const ports: MessagePort[] = [];
+    try {
+      await Promise.all(Array.from({ length: threads - 1 }, (_, i) => new Promise<void>((resolve, reject) => {
+        const { port1, port2 } = new MessageChannel();
+        const w = new Worker(new URL('./worker.js', import.meta.url), {
+          workerData: { module, ctl: sab, port: port2, t: i + 1, T: threads, spin },
+          transferList: [port2],
+          // inherit node flags except those that only make sense for the main entry point
+          execArgv: process.execArgv.filter((f) => !/^--(input-type|eval|print|test)/.test(f)),
+        });
+        workers.push(w);
+        ports.push(port1);
+        w.once('message', () => resolve());
+        w.once('error', reject);
+        w.once('exit', (code) => reject(new Error(`kernel worker exited during start (code ${code})`)));
+      })));
+    } catch (e) {
+      await Promise.all(workers.map((w) => w.terminate()));
+      throw e;
+    }
+    for (const w of workers) { w.removeAllListeners(); w.unref(); }
+    return new Compute(module, workers, sab, ports, opts.minParallelBytes ?? 65536, spin);
+  }
+
+  createArena(capacityBytes: number): Arena {
+    this.live();
+    if (!(capacityBytes >= 0) || capacityBytes > MAX_PAGES * PAGE) throw new RangeError(`arena capacity ${capacityBytes} not in 0..4 GiB`);
+    const pages = Math.min(MAX_PAGES, Math.ceil(capacityBytes / PAGE) + RESERVED_BYTES / PAGE);
+    const memory = new WebAssembly.Memory({ initial: pages, maximum: pages, shared: true });
+    const a = new Arena(this.arenas++, memory, this.module);
+    // workers pick the memory up from their port (synchronously) on the first op for this arena
+    for (const p of this.ports) p.postMessage({ index: a.index, memory });
+    return a;
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.workers.length) {
+      Atomics.store(this.ctl, W_OP, OP_EXIT);
+      Atomics.add(this.ctl, W_SEQ, 1);
+      Atomics.notify(this.ctl, W_SEQ);
+    }
+    for (const p of this.ports) p.close();
+    await Promise.all(this.workers.map((w) => w.terminate()));
+  }
+
+  // ---- activations -------------------------------------------------------------------------
+
+  preparedXBytes(type: number, n: number): number {
+    switch (type) {
+      case GGMLType.F32: return n * 4;
+      case GGMLType.F16: case GGMLType.BF16: return align16(n * 2) + n * 4;
+      case GGMLType.Q8_0: case GGMLType.Q4_0: {
+        const nb = n / 32;
+        return align16(nb * 34) + Math.ceil(nb / 4) * 4 * 8;
+      }
+      default: throw new RangeError(`kernels: unsupported GGML type ${type}`);
+    }
+  }
+
+  prepareX(a: Arena, type: number, x: number, xq: number, n: number): void {
+    this.check(a, x, n * 4, 'prepareX x');
+    this.check(a, xq, this.preparedXBytes(type, n), 'prepareX xq');
+    switch (type) {
+      case GGMLType.F32: a.k.copy_bytes(x, xq, n * 4); break;
+      case GGMLType.F16: a.k.prepare_f16(x, xq, n); break;
+      case GGMLType.BF16: a.k.prepare_bf16(x, xq, n); break;
+      case GGMLType.Q8_0: case GGMLType.Q4_0:
+        if (n % 32) throw new RangeError(`prepareX: n=${n} is not a multiple of 32`);
+        a.k.prepare_q8_0(x, xq, n);
+        break;
+    }
+  }
+
+  // ---- matvec ------------------------------------------------------------------------------
+
+  matvec(a: Arena, jobs: MatvecJob[]): void {
+    this.live();
+    let bytes = 0;
+    for (const j of jobs) {
+      if (!Number.isInteger(j.rows) || !Number.isInteger(j.cols) || j.rows < 0 || j.cols <= 0) {
+        throw new RangeError(`matvec: bad shape ${j.rows}×${j.cols}`);
+      }
+      if ((j.type === GGMLType.Q8_0 || j.type === GGMLType.Q4_0) && j.cols % 32) {
+        throw new RangeError(`matvec: cols=${j.cols} is not a multiple of 32`);
+      }
+      const rb = rowBytes(j.type, j.cols);
+      this.check(a, j.w, rb * j.rows, 'matvec w');
+      this.check(a, j.xq, this.preparedXBytes(j.type, j.cols), 'matvec xq');
+      this.check(a, j.y, j.rows * 4, 'matvec y');
+      bytes += rb * j.rows;
+    }
+    const serial = this.threads === 1 || bytes < this.minParallelBytes;
+    for (let i = 0; i < jobs.length; i += MAX_JOBS) {
+      const n = Math.min(MAX_JOBS, jobs.length - i);
+      this.writeJobs(jobs, i, n);
+      if (serial) runShare(this.ctl, this.params, a.k, 0, 1);
+      else this.dispatch(a, OP_MATVEC);
+    }
+  }
+
+  private writeJobs(jobs: MatvecJob[], from: number, n: number): void {
+    const p = this.params;
+    this.ctl[W_OP] = OP_MATVEC;
+    this.ctl[W_NJOBS] = n;
+    for (let j = 0; j < n; j++) {
+      const job = jobs[from + j], o = j * JOB_F64;
+      p[o] = job.type; p[o + 1] = job.w; p[o + 2] = job.rows; p[o + 3] = job.cols; p[o + 4] = job.xq; p[o + 5] = job.y;
+    }
+  }
+
+  /** Runs the op in the control block on all threads (the caller does share 0); throws worker errors. */
+  private dispatch(a: Arena, op: number): void {
+    const ctl = this.ctl;
+    const nw = this.workers.length;
+    ctl[W_OP] = op;
+    ctl[W_ARENA] = a.index;
+    Atomics.store(ctl, W_DONE, 0);
+    Atomics.store(ctl, W_ERRS, 0);
+    Atomics.add(ctl, W_SEQ, 1);
+    Atomics.notify(ctl, W_SEQ);
+    let mine: unknown;
+    try {
+      runShare(ctl, this.params, a.k, 0, this.threads);
+    } catch (e) {
+      mine = e;
+    }
+    let done = Atomics.load(ctl, W_DONE);
+    for (let i = 0; done < nw && i < this.spin; i++) done = Atomics.load(ctl, W_DONE);
+    while (done < nw) {
+      if (Atomics.load(ctl, W_DEAD) > 0) {
+        this.closed = true;
+        throw new Error('kernel worker exited unexpectedly; Compute is unusable');
+      }
+      Atomics.wait(ctl, W_DONE, done, 1000);
+      done = Atomics.load(ctl, W_DONE);
+    }
+    if (mine !== undefined) throw mine;
+    if (Atomics.load(ctl, W_ERRS) > 0) {
+      for (let t = 1; t < this.threads; t++) {
+        const msg = readError(ctl, t);
+        if (msg) {
+          ctl[(ERR_BYTE + t * ERR_SLOT) >> 2] = 0;
+          throw new Error(`kernel worker ${t}: ${msg}`);
+        }
+      }
+      throw new Error('kernel worker failed');
+    }
+  }
+
+  /** @internal test hook: makes every worker throw on its next op */
+  _injectWorkerFailure(a: Arena): void {
+    this.live();
+    if (this.workers.length) this.dispatch(a, OP_FAIL);
+  }
+
+  // ---- small ops (calling thread) ------------------------------------------------------------
+
+  dequantRow(a: Arena, type: number, w: number, out: number, cols: number): void {
+    this.check(a, w, rowBytes(type, cols), 'dequantRow w');
+    this.check(a, out, cols * 4, 'dequantRow out');
+    switch (type) {
+      case GGMLType.F32: a.k.copy_bytes(w, out, cols * 4); break;
+      case GGMLType.F16: a.k.dequant_f16(w, out, cols); break;
+      case GGMLType.BF16: a.k.dequant_bf16(w, out, cols); break;
+      case GGMLType.Q8_0: case GGMLType.Q4_0:
+        if (cols % 32) throw new RangeError(`dequantRow: cols=${cols} is not a multiple of 32`);
+        if (type === GGMLType.Q8_0) a.k.dequant_q8_0(w, out, cols); else a.k.dequant_q4_0(w, out, cols);
+        break;
+    }
+  }
+
+  rmsnorm(a: Arena, x: number, w: number, out: number, n: number, eps: number): void {
+    this.check(a, x, n * 4, 'rmsnorm x'); this.check(a, w, n * 4, 'rmsnorm w'); this.check(a, out, n * 4, 'rmsnorm out');
+    a.k.rmsnorm(x, w, out, n, eps);
+  }
+
+  rope(a: Arena, v: number, nHeads: number, headDim: number, pos: number, theta: number, ropeDim: number): void {
+    this.check(a, v, nHeads * headDim * 4, 'rope v');
+    if (ropeDim % 2 || ropeDim > headDim || ropeDim <= 0) throw new RangeError(`rope: bad ropeDim ${ropeDim} (headDim ${headDim})`);
+    if (ropeDim * 4 > scratchSlotBytes(this.threads)) throw new RangeError(`rope: ropeDim ${ropeDim} too large`);
+    a.k.rope(v, nHeads, headDim, pos, theta, ropeDim, SCRATCH_BASE);
+  }
+
+  storeKV(a: Arena, kvType: number, src: number, dst: number, n: number): void {
+    this.check(a, src, n * 4, 'storeKV src');
+    if (kvType === GGMLType.F32) { this.check(a, dst, n * 4, 'storeKV dst'); a.k.copy_bytes(src, dst, n * 4); }
+    else if (kvType === GGMLType.F16) { this.check(a, dst, n * 2, 'storeKV dst'); a.k.store_f16(src, dst, n); }
+    else throw new RangeError(`storeKV: unsupported kv type ${kvType}`);
+  }
+
+  attention(a: Arena, p: AttentionParams): void {
+    this.live();
+    const { nHeads, nKvHeads, headDim, nPos, kvStride } = p;
+    if (p.kvType !== GGMLType.F32 && p.kvType !== GGMLType.F16) throw new RangeError(`attention: unsupported kv type ${p.kvType}`);
+    if (nKvHeads <= 0 || nHeads % nKvHeads) throw new RangeError(`attention: nHeads ${nHeads} not a multiple of nKvHeads ${nKvHeads}`);
+    if (nPos < 1) throw new RangeError(`attention: nPos ${nPos} < 1`);
+    if (kvStride < nKvHeads * headDim) throw new RangeError(`attention: kvStride ${kvStride} < nKvHeads·headDim`);
+    if (headDim * 4 > scratchSlotBytes(this.threads)) throw new RangeError(`attention: headDim ${headDim} too large`);
+    const es = p.kvType === GGMLType.F16 ? 2 : 4;
+    this.check(a, p.q, nHeads * headDim * 4, 'attention q');
+    this.check(a, p.out, nHeads * headDim * 4, 'attention out');
+    this.check(a, p.k, ((nPos - 1) * kvStride + nKvHeads * headDim) * es, 'attention k');
+    this.check(a, p.v, ((nPos - 1) * kvStride + nKvHeads * headDim) * es, 'attention v');
+    this.check(a, p.scratch, nHeads * nPos * 4, 'attention scratch');
+    const P = this.params;
+    P[0] = p.q; P[1] = p.k; P[2] = p.v; P[3] = p.out; P[4] = es === 2 ? 1 : 0; P[5] = nHeads; P[6] = nKvHeads;
+    P[7] = headDim; P[8] = nPos; P[9] = kvStride; P[10] = p.scratch;
+    if (this.threads === 1 || nHeads === 1) {
+      this.ctl[W_OP] = OP_ATTN;
+      runShare(this.ctl, P, a.k, 0, 1);
+    } else {
+      this.dispatch(a, OP_ATTN);
+    }
+  }
+
+  siluMul(a: Arena, g: number, u: number, out: number, n: number): void {
+    this.check(a, g, n * 4, 'siluMul g'); this.check(a, u, n * 4, 'siluMul u'); this.check(a, out, n * 4, 'siluMul out');
+    a.k.silu_mul(g, u, out, n);
+  }
+  reluMul(a: Arena, g: number, u: number, out: number, n: number): void {
+    this.check(a, g, n * 4, 'reluMul g'); this.check(a, u, n * 4, 'reluMul u'); this.check(a, out, n * 4, 'reluMul out');
+    a.k.relu_mul(g, u, out, n);
+  }
+  add(a: Arena, x: number, y: number, n: number): void {
+    this.check(a, x, n * 4, 'add x'); this.check(a, y, n * 4, 'add y');
+    a.k.add(x, y, n);
+  }
+  softmax(a: Arena, x: number, n: number): void {
+    this.check(a, x, n * 4, 'softmax x');
+    if (n > 0) a.k.softmax(x, n);
+  }
+
+  private live(): void {
+    if (this.closed) throw new Error('Compute is closed');
+  }
+  private check(a: Arena, off: number, bytes: number, what: string): void {
+    if (!Number.isInteger(off) || !Number.isInteger(bytes) || off < RESERVED_BYTES || bytes < 0 || off + bytes > a.capacity) {
+      throw new RangeError(`${what}: [${off}, +${bytes}) outside arena ${a.index} (${RESERVED_BYTES}..${a.capacity})`);
+    }
+  }
+}

@@ -1,0 +1,87 @@
+// Scalar and SIMD helpers shared by the kernels: half/bfloat conversions, horizontal sums.
+// All conversions follow IEEE round-to-nearest-even, like F16C's vcvtps2ph and ggml's bf16 helper.
+
+// 2^112: moves a half's 5-bit exponent field (placed in an f32's exponent) to the right bias.
+export const F16_MAGIC: f32 = reinterpret<f32>(0x77800000);
+
+/** IEEE half (low 16 bits of h) → f32, exact, including subnormals, ±inf and NaN. */
+@inline export function f16_to_f32(h: u32): f32 {
+  const sign = (h & 0x8000) << 16;
+  const mag = h & 0x7fff;
+  let f = reinterpret<f32>(mag << 13) * F16_MAGIC;
+  let bits = reinterpret<u32>(f);
+  if (mag >= 0x7c00) bits = 0x7f800000 | ((mag & 0x3ff) << 13);
+  return reinterpret<f32>(bits | sign);
+}
+
+/** f32 → IEEE half, round to nearest even; overflow → ±inf; NaN stays NaN (quiet). */
+export function f32_to_f16(f: f32): u32 {
+  let x = reinterpret<u32>(f);
+  const sign = (x >> 16) & 0x8000;
+  x &= 0x7fffffff;
+  if (x >= 0x7f800000) {
+    if (x == 0x7f800000) return sign | 0x7c00;
+    return sign | 0x7e00 | ((x >> 13) & 0x3ff);
+  }
+  if (x >= 0x477ff000) return sign | 0x7c00;          // ≥ 65520 rounds to inf
+  if (x < 0x38800000) {                                // below 2^-14: subnormal half or zero
+    // adding 0.5 puts the ulp at 2^-24, so the FPU rounds to the half's subnormal grid (RNE)
+    return sign | (reinterpret<u32>(reinterpret<f32>(x) + <f32>0.5) - 0x3f000000);
+  }
+  const odd = (x >> 13) & 1;
+  return sign | ((x + 0xc8000fff + odd) >> 13);
+}
+
+/** f32 → bfloat16, round to nearest even; NaN forced quiet (ggml_compute_fp32_to_bf16). */
+@inline export function f32_to_bf16(f: f32): u32 {
+  const x = reinterpret<u32>(f);
+  if ((x & 0x7fffffff) > 0x7f800000) return (x >> 16) | 64;
+  return (x + (0x7fff + ((x >> 16) & 1))) >> 16;
+}
+
+/** Four sign-extended halves (i32x4) → f32x4, exact (subnormals, inf, NaN). */
+@inline export function h2f4(hs: v128): v128 {
+  const b = v128.and(i32x4.shl(hs, 13), i32x4.splat(0x8fffe000));
+  const f = f32x4.mul(b, f32x4.splat(F16_MAGIC));
+  const e = i32x4.eq(v128.and(hs, i32x4.splat(0x7c00)), i32x4.splat(0x7c00));
+  return v128.or(f, v128.and(e, i32x4.splat(0x7f800000)));
+}
+
+/** Low four halves of 8 packed halves → f32x4. */
+@inline export function h2f_lo(h8: v128): v128 {
+  return h2f4(i32x4.extend_low_i16x8_s(h8));
+}
+@inline export function h2f_hi(h8: v128): v128 {
+  return h2f4(i32x4.extend_high_i16x8_s(h8));
+}
+
+/** Low / high four bf16 of 8 packed bf16 → f32x4 (bf16 bits in the upper half of each lane). */
+@inline export function bf2f_lo(h8: v128): v128 {
+  return i16x8.shuffle(i32x4.splat(0), h8, 0, 8, 1, 9, 2, 10, 3, 11);
+}
+@inline export function bf2f_hi(h8: v128): v128 {
+  return i16x8.shuffle(i32x4.splat(0), h8, 4, 12, 5, 13, 6, 14, 7, 15);
+}
+
+@inline export function hsum_f32x4(v: v128): f32 {
+  const t = f32x4.add(v, i32x4.shuffle(v, v, 2, 3, 0, 1));
+  const u = f32x4.add(t, i32x4.shuffle(t, t, 1, 0, 3, 2));
+  return f32x4.extract_lane(u, 0);
+}
+
+@inline export function hsum_i32x4(v: v128): i32 {
+  const t = i32x4.add(v, i32x4.shuffle(v, v, 2, 3, 0, 1));
+  const u = i32x4.add(t, i32x4.shuffle(t, t, 1, 0, 3, 2));
+  return i32x4.extract_lane(u, 0);
+}
+
+/** [Σs0, Σs1, Σs2, Σs3] for four i32x4 vectors (transpose-and-add). */
+@inline export function hsum4_i32(s0: v128, s1: v128, s2: v128, s3: v128): v128 {
+  const t0 = i32x4.add(i32x4.shuffle(s0, s1, 0, 4, 1, 5), i32x4.shuffle(s0, s1, 2, 6, 3, 7));
+  const t1 = i32x4.add(i32x4.shuffle(s2, s3, 0, 4, 1, 5), i32x4.shuffle(s2, s3, 2, 6, 3, 7));
+  return i32x4.add(i32x4.shuffle(t0, t1, 0, 1, 4, 5), i32x4.shuffle(t0, t1, 2, 3, 6, 7));
+}
+
+@inline export function align16(n: usize): usize {
+  return (n + 15) & ~(<usize>15);
+}
