@@ -1,0 +1,157 @@
+// `flashlm run` and `flashlm demo`.
+import { Model } from '../engine/model.js';
+import { ensureDemoModel, DEMO_SYNTH } from '../engine/demo.js';
+import { fmtBytes, Progress } from './progress.js';
+import { intFlag, numFlag, parse, strFlag, UsageError, type Flags } from './main.js';
+
+const RUN_OPTIONS = {
+  prompt: { type: 'string', short: 'p' },
+  tokens: { type: 'string' },
+  n: { type: 'string', short: 'n' },
+  temp: { type: 'string' },
+  'top-k': { type: 'string' },
+  'top-p': { type: 'string' },
+  seed: { type: 'string' },
+  json: { type: 'boolean' },
+  threads: { type: 'string' },
+  ctx: { type: 'string' },
+  kv: { type: 'string' },
+  'no-bos': { type: 'boolean' },
+} as const;
+
+interface RunResult {
+  tokens: number[];
+  text: string;
+  stats: Record<string, unknown>;
+}
+
+function parseTokenList(s: string, vocab: number): number[] {
+  const parts = s.split(',').map((p) => p.trim()).filter((p) => p !== '');
+  if (parts.length === 0) throw new UsageError('--tokens needs a comma-separated list of token ids, e.g. --tokens 1,450,4996');
+  return parts.map((p) => {
+    const n = Number(p);
+    if (!/^\d+$/.test(p) || n >= vocab) throw new UsageError(`--tokens: '${p}' is not a token id in [0, ${vocab})`);
+    return n;
+  });
+}
+
+/** Loads, generates and reports; shared by run and demo. Streams text to stdout unless json. */
+async function generateWith(modelPath: string, flags: Flags, promptDefault?: string): Promise<RunResult & { model: Model }> {
+  const n = intFlag(flags, 'n', 32, 0, 1 << 20);
+  const threads = intFlag(flags, 'threads', 2, 1, 64);
+  const temperature = numFlag(flags, 'temp', 0, 0, 100);
+  const topK = intFlag(flags, 'top-k', 40, 0);
+  const topP = numFlag(flags, 'top-p', 0.95, 0, 1);
+  const seed = intFlag(flags, 'seed', 0, 0, 2 ** 32 - 1);
+  const kv = strFlag(flags, 'kv', 'f16', ['f16', 'f32'] as const);
+  const json = !!flags.json;
+  const prompt = (flags.prompt as string | undefined) ?? promptDefault;
+  if (prompt === undefined && flags.tokens === undefined) throw new UsageError('run needs a prompt: -p TEXT or --tokens 1,2,3');
+  if (prompt !== undefined && flags.tokens !== undefined) throw new UsageError('give either -p TEXT or --tokens, not both');
+
+  const t0 = performance.now();
+  // Reserve only the positions this run can use (the KV cache is the big variable part of memory).
+  const ctxFlag = flags.ctx === undefined ? undefined : intFlag(flags, 'ctx', 0, 1, 1 << 22);
+  const bar = new Progress('loading', process.stderr, !json);
+  const model = await Model.load(modelPath, {
+    threads, kvType: kv, onProgress: (d, t) => bar.update(d, t),
+    ctx: ctxFlag ?? ((cfg, tok) => {
+      const len = prompt !== undefined ? tok.encode(prompt, { addBos: flags['no-bos'] ? false : undefined }).length : String(flags.tokens).split(',').length;
+      return Math.max(1, Math.min(cfg.ctxLen, len + n));
+    }),
+  });
+  bar.finish();
+  const loadMs = performance.now() - t0;
+  try {
+    const tok = model.tokenizer;
+    const ids = prompt !== undefined
+      ? tok.encode(prompt, { addBos: flags['no-bos'] ? false : undefined })
+      : parseTokenList(flags.tokens as string, model.cfg.vocabSize);
+    if (ids.length + n > model.ctx) {
+      throw new UsageError(`prompt (${ids.length} tokens) + ${n} new tokens exceed the context of ${model.ctx} positions${ctxFlag === undefined ? ` (model maximum ${model.cfg.ctxLen})` : ' (raise --ctx)'}`);
+    }
+    if (!json && prompt !== undefined) process.stdout.write(prompt);
+    const out: number[] = [];
+    const dec = new TextDecoder('utf-8');
+    let text = '';
+    for await (const t of model.generate(ids, { maxTokens: n, temperature, topK, topP, seed })) {
+      out.push(t.id);
+      const piece = dec.decode(t.bytes, { stream: true });
+      text += piece;
+      if (!json) process.stdout.write(piece);
+    }
+    const tail = dec.decode();
+    text += tail;
+    if (!json) process.stdout.write(`${tail}\n`);
+    const tm = model.times;
+    const mem = model.memory();
+    const stats = {
+      prompt_tokens: ids.length,
+      generated_tokens: out.length,
+      load_ms: round(loadMs),
+      prompt_ms: round(tm.prefillMs),
+      prompt_tokens_per_s: round(tm.prefilled / (tm.prefillMs / 1000)),
+      tokens_per_s: tm.decoded ? round(tm.decoded / (tm.decodeMs / 1000)) : null,
+      ms_per_token: { compute: tm.decoded ? round(tm.decodeMs / tm.decoded) : null },
+      threads,
+      ctx: model.ctx,
+      memory_bytes: { weights: mem.weights, kv_cache: mem.kv, arenas: mem.arenas },
+      peak_rss_bytes: process.resourceUsage().maxRSS * 1024,
+    };
+    return { tokens: out, text, stats, model };
+  } catch (e) {
+    await model.close();
+    throw e;
+  }
+}
+
+const round = (x: number) => Math.round(x * 1000) / 1000;
+
+export async function cmdRun(argv: string[]): Promise<number> {
+  const { flags, positionals } = parse(argv, RUN_OPTIONS);
+  if (flags.help) {
+    process.stdout.write('usage: flashlm run MODEL (-p TEXT | --tokens 1,2,3) [-n N] [--temp T --top-k K --top-p P --seed S] [--ctx C] [--kv f16|f32] [--threads N] [--no-bos] [--json]\n');
+    return 0;
+  }
+  if (positionals.length !== 1) throw new UsageError('run needs exactly one MODEL (a .gguf file or an HF model directory)');
+  const r = await generateWith(positionals[0]!, flags);
+  await r.model.close();
+  if (flags.json) {
+    process.stdout.write(`${JSON.stringify({ tokens: r.tokens, text: r.text, stats: r.stats })}\n`);
+  } else {
+    const s = r.stats as { tokens_per_s: number | null; prompt_tokens: number; generated_tokens: number };
+    process.stderr.write(`\n${s.prompt_tokens} prompt tokens, ${s.generated_tokens} generated, ${s.tokens_per_s ?? '-'} tokens/s\n`);
+  }
+  return 0;
+}
+
+export async function cmdDemo(argv: string[]): Promise<number> {
+  const { flags } = parse(argv, RUN_OPTIONS);
+  if (flags.help) {
+    process.stdout.write('usage: flashlm demo [-p TEXT] [-n N] [--json]\n');
+    return 0;
+  }
+  const json = !!flags.json;
+  const say = (s: string) => { if (!json) process.stderr.write(`${s}\n`); };
+  const t0 = performance.now();
+  const { path, created } = await ensureDemoModel();
+  say(`demo model: ${path}${created ? ` (generated in ${(performance.now() - t0).toFixed(0)} ms)` : ' (cached)'}`);
+  const o = DEMO_SYNTH;
+  say(`  random Llama: ${o.layers} layers, hidden ${o.hidden}, ffn ${o.ffn}, ${o.heads} heads / ${o.kvHeads} kv heads, vocab ${o.vocab}, ${o.dtype}, ${o.act}`);
+  say('  (random weights: the text is gibberish; this shows the engine end to end)');
+  if (flags.n === undefined) flags.n = '24';
+  const r = await generateWith(path, flags, 'The quick brown fox');
+  const m = r.model;
+  await m.close();
+  if (json) {
+    process.stdout.write(`${JSON.stringify({ model: path, tokens: r.tokens, text: r.text, stats: r.stats })}\n`);
+    return 0;
+  }
+  const s = r.stats as { prompt_tokens: number; generated_tokens: number; tokens_per_s: number | null; load_ms: number; memory_bytes: { weights: number; kv_cache: number; arenas: number } };
+  say(`\nwhat the engine did:`);
+  say(`  loaded ${fmtBytes(s.memory_bytes.weights)} of weights into ${m.state.arenas.size} WebAssembly arena(s) (${fmtBytes(s.memory_bytes.arenas)} reserved) in ${s.load_ms.toFixed(0)} ms`);
+  say(`  KV cache ${fmtBytes(s.memory_bytes.kv_cache)} for ${m.ctx} positions; ${m.compute.threads} compute thread(s), WASM SIMD kernels`);
+  say(`  ${s.prompt_tokens} prompt tokens, then ${s.generated_tokens} tokens greedily at ${s.tokens_per_s ?? '-'} tokens/s`);
+  say(`  token ids: ${r.tokens.join(',')}`);
+  return 0;
+}

@@ -1,0 +1,167 @@
+// A loaded model: source file → config → weights in arenas → KV cache → prefill / decodeOne / generate.
+// The small verbs (prefill, decodeOne, sample) are what the CLI, the server and the tests drive.
+import { openModel, type ModelSource } from '../formats/source.js';
+import { TensorType, typeName } from '../formats/ggml-types.js';
+import { Compute } from '../kernels/index.js';
+import {
+  configFromMetadata, forward, loadWeights, makeCache, makePlans, makeState,
+  type KVCache, type LlamaConfig, type LlamaWeights, type RunState,
+} from '../model/llama.js';
+import { tokenizerFromGGUF, tokenizerFromHFDir, type Tokenizer } from '../tokenizer/index.js';
+import { Sampler, type SamplingOptions } from './sample.js';
+
+export class EngineError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'EngineError';
+  }
+}
+
+export interface LoadModelOptions {
+  threads?: number; // compute threads (main + workers), default 2
+  /** KV positions to reserve; default min(training context, 4096). A function sees the config and
+   * tokenizer first, so a caller can reserve exactly prompt + new tokens. */
+  ctx?: number | ((cfg: LlamaConfig, tokenizer: Tokenizer) => number);
+  kvType?: 'f16' | 'f32'; // KV cache element type; f16 as llama.cpp
+  maxArenaBytes?: number; // testing hook: smaller arenas force the multi-arena path
+  onProgress?: (doneBytes: number, totalBytes: number) => void;
+}
+
+export interface TokenTimes {
+  prefillMs: number;
+  decodeMs: number; // total time inside decodeOne
+  decoded: number; // tokens through decodeOne
+  prefilled: number;
+}
+
+export interface GenerateOptions extends SamplingOptions {
+  maxTokens: number;
+  stopOnEos?: boolean; // default true
+  signal?: AbortSignal;
+}
+
+export interface GeneratedToken {
+  id: number;
+  bytes: Uint8Array; // this token's bytes (may be part of a multi-byte character)
+}
+
+export class Model {
+  readonly times: TokenTimes = { prefillMs: 0, decodeMs: 0, decoded: 0, prefilled: 0 };
+  private pos = 0;
+  private plans: ReturnType<typeof makePlans>;
+
+  private constructor(
+    readonly path: string,
+    readonly source: ModelSource,
+    readonly cfg: LlamaConfig,
+    readonly weights: LlamaWeights,
+    readonly tokenizer: Tokenizer,
+    readonly compute: Compute,
+    readonly state: RunState,
+    readonly cache: KVCache,
+  ) {
+    this.plans = makePlans(cfg, weights, state, cache);
+  }
+
+  static async load(path: string, opts: LoadModelOptions = {}): Promise<Model> {
+    const source = openModel(path);
+    let compute: Compute | undefined;
+    try {
+      const embd = source.tensors.find((t) => t.name === 'token_embd.weight');
+      const cfg = configFromMetadata(source.metadata, embd?.dims[1]);
+      for (const t of source.tensors) {
+        if (![TensorType.F32, TensorType.F16, TensorType.BF16, TensorType.Q8_0, TensorType.Q4_0].includes(t.type as TensorType)) {
+          throw new EngineError(`${path}: tensor '${t.name}' has type ${typeName(t.type)}, which flashlm cannot compute with (supported: f32, f16, bf16, q8_0, q4_0); convert it with \`flashlm convert\``);
+        }
+      }
+      const tokenizer = source.kind === 'hf' ? tokenizerFromHFDir(path) : tokenizerFromGGUF(source.metadata);
+      const ctx = typeof opts.ctx === 'function' ? opts.ctx(cfg, tokenizer) : opts.ctx ?? Math.min(cfg.ctxLen, 4096);
+      if (!Number.isInteger(ctx) || ctx < 1) throw new EngineError(`context must be a positive integer, got ${ctx}`);
+      if (ctx > cfg.ctxLen) throw new EngineError(`context ${ctx} is longer than the model's training context (${cfg.ctxLen})`);
+      const kvType = opts.kvType === 'f32' ? TensorType.F32 : TensorType.F16;
+      compute = await Compute.create({ threads: opts.threads ?? 2 });
+      const weights = loadWeights(cfg, source.tensors, (name, dst) => source.readTensor(name, dst), compute, {
+        ctx, kvType, maxArenaBytes: opts.maxArenaBytes, onProgress: opts.onProgress,
+      });
+      const state = makeState(cfg, weights, ctx);
+      const cache = makeCache(cfg, weights, ctx, kvType);
+      return new Model(path, source, cfg, weights, tokenizer, compute, state, cache);
+    } catch (e) {
+      source.close();
+      await compute?.close();
+      throw e;
+    }
+  }
+
+  get position(): number {
+    return this.pos;
+  }
+
+  get ctx(): number {
+    return this.cache.ctx;
+  }
+
+  /** Forget the sequence (the KV entries are simply overwritten from position 0). */
+  reset(): void {
+    this.pos = 0;
+  }
+
+  private step(token: number): Float32Array {
+    if (this.pos >= this.cache.ctx) {
+      throw new EngineError(`context full: ${this.cache.ctx} positions used (raise --ctx, up to the model's ${this.cfg.ctxLen})`);
+    }
+    const logits = forward(this.cfg, this.weights, this.state, this.plans, this.cache, this.compute, token, this.pos);
+    this.pos++;
+    return logits;
+  }
+
+  /** Feed prompt tokens; returns the logits after the last one (a view, valid until the next step). */
+  prefill(tokens: number[]): Float32Array {
+    if (tokens.length === 0) throw new EngineError('empty prompt');
+    if (this.pos + tokens.length > this.cache.ctx) {
+      throw new EngineError(`prompt of ${tokens.length} tokens does not fit the context (${this.cache.ctx - this.pos} positions left; raise --ctx, up to the model's ${this.cfg.ctxLen})`);
+    }
+    const t0 = performance.now();
+    let logits!: Float32Array;
+    for (const t of tokens) logits = this.step(t);
+    this.times.prefillMs += performance.now() - t0;
+    this.times.prefilled += tokens.length;
+    return logits;
+  }
+
+  decodeOne(token: number): Float32Array {
+    const t0 = performance.now();
+    const logits = this.step(token);
+    this.times.decodeMs += performance.now() - t0;
+    this.times.decoded++;
+    return logits;
+  }
+
+  /**
+   * Generate after `prompt` (token ids, BOS included if wanted). Yields each new token as soon as it
+   * is sampled; the async boundary lets a server interleave I/O between tokens.
+   */
+  async *generate(prompt: number[], o: GenerateOptions): AsyncGenerator<GeneratedToken> {
+    const sampler = new Sampler(this.cfg.vocabSize, o);
+    let logits = this.prefill(prompt);
+    for (let i = 0; i < o.maxTokens; i++) {
+      if (o.signal?.aborted) return;
+      const id = sampler.sample(logits);
+      if ((o.stopOnEos ?? true) && id === this.tokenizer.eos) return;
+      yield { id, bytes: this.tokenizer.tokenBytes(id) };
+      if (i + 1 < o.maxTokens) logits = this.decodeOne(id);
+    }
+  }
+
+  /** Bytes this model holds in DRAM: weights, KV cache and activations, by part. */
+  memory(): { weights: number; kv: number; arenas: number } {
+    let arenas = 0;
+    for (const s of this.state.arenas.keys()) arenas += s.capacity;
+    return { weights: this.weights.bytes, kv: this.cache.bytes, arenas };
+  }
+
+  async close(): Promise<void> {
+    this.source.close();
+    await this.compute.close();
+  }
+}

@@ -1,0 +1,411 @@
+// Llama-family decoder (Llama 1/2, CodeLlama, Mistral-style GQA; SiLU-GLU or ReLU-GLU FFN).
+// Config comes from GGUF metadata keys (`llama.*`), never from file names. Weights live in arenas
+// (shared WebAssembly.Memory, ≤ 4 GiB each) grouped by layer; every buffer forward() touches is
+// allocated once in makeState()/makeCache(), so forward() allocates nothing per token.
+import type { GGUFKV } from '../formats/gguf.js';
+import { rowBytes, typeName, TensorType } from '../formats/ggml-types.js';
+import type { Arena, Compute, MatvecJob } from '../kernels/index.js';
+
+export class ModelConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ModelConfigError';
+  }
+}
+
+export interface LlamaConfig {
+  dim: number; // hidden size (embedding_length)
+  nLayers: number;
+  nHeads: number;
+  nKvHeads: number; // < nHeads for grouped-query attention
+  headDim: number; // dim / nHeads
+  ffnDim: number; // feed_forward_length (neurons per FFN)
+  vocabSize: number;
+  ctxLen: number; // training context length
+  normEps: number;
+  ropeTheta: number;
+  ropeDim: number; // rotated dims per head (= headDim for llama)
+  act: 'silu' | 'relu';
+}
+
+function metaNum(meta: Map<string, GGUFKV>, key: string, dflt?: number): number {
+  const kv = meta.get(key);
+  if (kv === undefined) {
+    if (dflt !== undefined) return dflt;
+    throw new ModelConfigError(`model metadata is missing '${key}'`);
+  }
+  const v = kv.value;
+  const n = typeof v === 'bigint' ? Number(v) : v;
+  if (typeof n !== 'number' || !Number.isFinite(n)) throw new ModelConfigError(`metadata '${key}' is not a number`);
+  return n;
+}
+
+export function configFromMetadata(meta: Map<string, GGUFKV>, vocabFromTensor?: number): LlamaConfig {
+  const arch = meta.get('general.architecture')?.value;
+  if (arch !== 'llama') {
+    throw new ModelConfigError(`unsupported architecture '${String(arch)}' (flashlm supports: llama)`);
+  }
+  const dim = metaNum(meta, 'llama.embedding_length');
+  const nHeads = metaNum(meta, 'llama.attention.head_count');
+  const nKvHeads = metaNum(meta, 'llama.attention.head_count_kv', nHeads);
+  const toks = meta.get('tokenizer.ggml.tokens')?.value as unknown[] | undefined;
+  const vocabSize = metaNum(meta, 'llama.vocab_size', vocabFromTensor ?? toks?.length ?? 0);
+  const act = meta.get('flashlm.activation')?.value ?? 'silu';
+  const cfg: LlamaConfig = {
+    dim,
+    nLayers: metaNum(meta, 'llama.block_count'),
+    nHeads,
+    nKvHeads,
+    headDim: dim / nHeads,
+    ffnDim: metaNum(meta, 'llama.feed_forward_length'),
+    vocabSize,
+    ctxLen: metaNum(meta, 'llama.context_length', 2048),
+    normEps: metaNum(meta, 'llama.attention.layer_norm_rms_epsilon', 1e-5),
+    ropeTheta: metaNum(meta, 'llama.rope.freq_base', 10000),
+    ropeDim: metaNum(meta, 'llama.rope.dimension_count', dim / nHeads),
+    act: act === 'relu' ? 'relu' : 'silu',
+  };
+  const bad = (what: string) => new ModelConfigError(`invalid model config: ${what}`);
+  for (const k of ['dim', 'nLayers', 'nHeads', 'nKvHeads', 'ffnDim', 'vocabSize', 'ctxLen', 'ropeDim'] as const) {
+    const v = cfg[k];
+    if (!Number.isInteger(v) || v <= 0 || v > 1 << 24) throw bad(`${k} = ${v}`);
+  }
+  if (!Number.isInteger(cfg.headDim) || cfg.headDim % 2 !== 0) throw bad(`head dim ${cfg.headDim} (dim ${dim} / heads ${nHeads})`);
+  if (nHeads % nKvHeads !== 0) throw bad(`heads ${nHeads} not a multiple of kv heads ${nKvHeads}`);
+  if (cfg.ropeDim > cfg.headDim || cfg.ropeDim % 2 !== 0) throw bad(`rope dim ${cfg.ropeDim}`);
+  if (act !== 'silu' && act !== 'relu') throw bad(`activation '${String(act)}'`);
+  return cfg;
+}
+
+/** A weight matrix [rows × cols] in GGML row layout at byte offset `off` of an arena. */
+export interface Mat {
+  off: number;
+  type: number;
+  rows: number;
+  cols: number;
+}
+
+export interface LayerWeights {
+  arena: Arena;
+  attnNorm: number; // f32 [dim]
+  wq: Mat; // [nHeads·headDim × dim]
+  wk: Mat; // [nKvHeads·headDim × dim]
+  wv: Mat; // [nKvHeads·headDim × dim]
+  wo: Mat; // [dim × nHeads·headDim]
+  ffnNorm: number; // f32 [dim]
+  gate: Mat; // [ffnDim × dim]
+  up: Mat; // [ffnDim × dim]
+  down: Mat; // [dim × ffnDim]
+}
+
+export interface LlamaWeights {
+  embArena: Arena;
+  embd: Mat; // [vocab × dim]; one row is dequantized per token
+  layers: LayerWeights[];
+  outArena: Arena;
+  outNorm: number; // f32 [dim]
+  output: Mat; // [vocab × dim] (may alias embd when tied and in the same arena)
+  bytes: number; // weight bytes resident
+}
+
+/** What the loader needs to know about one stored tensor. */
+export interface TensorDesc {
+  name: string;
+  dims: number[]; // GGUF order: dims[0] = cols
+  type: number;
+}
+
+export type ReadTensor = (name: string, dst: Uint8Array) => void;
+
+export interface LoadOptions {
+  /** KV cache context to reserve beside each layer (positions). */
+  ctx: number;
+  kvType: number; // TensorType.F16 (llama.cpp's default) or F32
+  /** Largest arena, bytes; default 4 GiB − 64 KiB. Lower values exercise the multi-arena path. */
+  maxArenaBytes?: number;
+  onProgress?: (doneBytes: number, totalBytes: number) => void;
+}
+
+const ALIGN = 64;
+const align = (n: number) => Math.ceil(n / ALIGN) * ALIGN;
+const LAYER_TENSORS = ['attn_norm', 'attn_q', 'attn_k', 'attn_v', 'attn_output', 'ffn_norm', 'ffn_gate', 'ffn_up', 'ffn_down'] as const;
+
+function matBytes(t: TensorDesc): number {
+  const rows = t.dims.slice(1).reduce((a, b) => a * b, 1);
+  return rowBytes(t.type as TensorType, t.dims[0]!) * rows;
+}
+
+/** Bytes of per-arena scratch (activations) that makeState() allocates: see ArenaState. */
+export function stateBytes(cfg: LlamaConfig, ctx: number, withLogits: boolean): number {
+  const qDim = cfg.nHeads * cfg.headDim;
+  const kvDim = cfg.nKvHeads * cfg.headDim;
+  const wide = Math.max(cfg.dim, cfg.ffnDim, qDim);
+  const f32 = (n: number) => align(4 * n);
+  // xq holds the widest prepared activation: f32 copy is the largest format (4 B/elem) + slack.
+  return f32(cfg.dim) * 3 + f32(wide) + f32(qDim) * 2 + f32(kvDim) * 2 + f32(cfg.ffnDim) * 2 +
+    f32(cfg.nHeads * ctx) + (withLogits ? f32(cfg.vocabSize) : 0) + 4 * ALIGN;
+}
+
+export function kvBytesPerLayer(cfg: LlamaConfig, ctx: number, kvType: number): number {
+  const el = kvType === TensorType.F32 ? 4 : 2;
+  return 2 * align(ctx * cfg.nKvHeads * cfg.headDim * el);
+}
+
+function expectTensor(byName: Map<string, TensorDesc>, name: string, dims: number[]): TensorDesc {
+  const t = byName.get(name);
+  if (!t) throw new ModelConfigError(`model is missing tensor '${name}'`);
+  const same = t.dims.length >= dims.length && dims.every((d, i) => t.dims[i] === d) && t.dims.slice(dims.length).every((d) => d === 1);
+  if (!same) throw new ModelConfigError(`tensor '${name}' has shape [${t.dims}], expected [${dims}]`);
+  if (dims.length === 1 && t.type !== TensorType.F32) {
+    throw new ModelConfigError(`norm tensor '${name}' must be f32, is ${typeName(t.type)}`);
+  }
+  return t;
+}
+
+/**
+ * Plans arenas by layer group and reads every tensor into them. Layer i's KV cache lives in the
+ * same arena as its weights (the attention kernel reads both through one memory).
+ */
+export function loadWeights(
+  cfg: LlamaConfig,
+  tensors: TensorDesc[],
+  read: ReadTensor,
+  compute: Compute,
+  opts: LoadOptions,
+): LlamaWeights {
+  const byName = new Map(tensors.map((t) => [t.name, t]));
+  const { dim, ffnDim, vocabSize } = cfg;
+  const qDim = cfg.nHeads * cfg.headDim;
+  const kvDim = cfg.nKvHeads * cfg.headDim;
+  const embd = expectTensor(byName, 'token_embd.weight', [dim, vocabSize]);
+  const outNorm = expectTensor(byName, 'output_norm.weight', [dim]);
+  const output = byName.has('output.weight') ? expectTensor(byName, 'output.weight', [dim, vocabSize]) : embd;
+  const layerT: TensorDesc[][] = [];
+  for (let l = 0; l < cfg.nLayers; l++) {
+    const shapes: number[][] = [[dim], [dim, qDim], [dim, kvDim], [dim, kvDim], [qDim, dim], [dim], [dim, ffnDim], [dim, ffnDim], [ffnDim, dim]];
+    layerT.push(LAYER_TENSORS.map((n, i) => expectTensor(byName, `blk.${l}.${n}.weight`, shapes[i]!)));
+  }
+  const maxArena = opts.maxArenaBytes ?? 4 * 1024 ** 3 - 65536;
+  const kvLayer = kvBytesPerLayer(cfg, opts.ctx, opts.kvType);
+  const scratch = stateBytes(cfg, opts.ctx, true) + 65536; // + kernel-reserved first 64 KiB
+  const layerBytes = layerT.map((ts) => ts.reduce((s, t) => s + align(matBytes(t)), 0) + kvLayer);
+  const embBytes = align(matBytes(embd));
+  const outBytes = align(matBytes(outNorm)) + (output === embd ? 0 : align(matBytes(output)));
+
+  // Greedy packing: [embd] [layers...] [output] in order, a new arena when the next piece won't fit.
+  const groups: { bytes: number; pieces: (number | 'emb' | 'out')[] }[] = [];
+  const place = (piece: number | 'emb' | 'out', bytes: number) => {
+    if (bytes + scratch > maxArena) {
+      throw new ModelConfigError(`tensor group ${piece} needs ${bytes} bytes, more than one arena (${maxArena})`);
+    }
+    let g = groups[groups.length - 1];
+    if (!g || g.bytes + bytes > maxArena) groups.push((g = { bytes: scratch, pieces: [] }));
+    g.bytes += bytes;
+    g.pieces.push(piece);
+  };
+  place('emb', embBytes);
+  layerBytes.forEach((b, l) => place(l, b));
+  // A tied output matrix must share the embedding's arena; keep it there.
+  if (output === embd) groups[0]!.pieces.push('out'), (groups[0]!.bytes += outBytes);
+  else place('out', outBytes);
+  const totalBytes = embBytes + outBytes + layerBytes.reduce((a, b) => a + b, 0);
+
+  let done = 0;
+  const loadMat = (arena: Arena, t: TensorDesc): Mat => {
+    const bytes = matBytes(t);
+    const off = arena.alloc(bytes, ALIGN);
+    read(t.name, arena.u8(off, bytes));
+    done += bytes;
+    opts.onProgress?.(done, totalBytes);
+    return { off, type: t.type, rows: t.dims.slice(1).reduce((a, b) => a * b, 1), cols: t.dims[0]! };
+  };
+  const layers: LayerWeights[] = new Array(cfg.nLayers);
+  let embArena: Arena | undefined;
+  let embMat: Mat | undefined;
+  let outArena: Arena | undefined;
+  let outNormOff = 0;
+  let outMat: Mat | undefined;
+  for (const g of groups) {
+    const arena = compute.createArena(g.bytes);
+    for (const p of g.pieces) {
+      if (p === 'emb') {
+        embArena = arena;
+        embMat = loadMat(arena, embd);
+      } else if (p === 'out') {
+        outArena = arena;
+        outNormOff = loadMat(arena, outNorm).off;
+        outMat = output === embd ? embMat! : loadMat(arena, output);
+      } else {
+        const m = layerT[p]!.map((t) => loadMat(arena, t));
+        layers[p] = { arena, attnNorm: m[0]!.off, wq: m[1]!, wk: m[2]!, wv: m[3]!, wo: m[4]!, ffnNorm: m[5]!.off, gate: m[6]!, up: m[7]!, down: m[8]! };
+      }
+    }
+  }
+  return { embArena: embArena!, embd: embMat!, layers, outArena: outArena!, outNorm: outNormOff, output: outMat!, bytes: totalBytes };
+}
+
+/** Activation buffers of one arena (byte offsets). Shapes in elements, all f32 unless noted. */
+export interface ArenaState {
+  arena: Arena;
+  x: number; // [dim] residual stream
+  xb: number; // [dim] normalized input of a block
+  tmp: number; // [dim] output of wo / down before the residual add
+  xq: number; // prepared activation (f32/f16/bf16/q8_0 blocks) of up to max(dim, ffn, qDim) elements
+  q: number; // [nHeads·headDim]
+  att: number; // [nHeads·headDim] attention output
+  k: number; // [nKvHeads·headDim]
+  v: number; // [nKvHeads·headDim]
+  hb: number; // [ffnDim] gate output, then act(gate)·up
+  hb2: number; // [ffnDim] up output
+  scores: number; // [nHeads × ctx] attention probabilities
+  logits: number; // [vocab] (output arena only, else 0)
+}
+
+export interface RunState {
+  arenas: Map<Arena, ArenaState>;
+  logits: Float32Array; // view on the output arena's logits [vocab]
+}
+
+export function makeState(cfg: LlamaConfig, w: LlamaWeights, ctx: number): RunState {
+  const arenas = new Map<Arena, ArenaState>();
+  const qDim = cfg.nHeads * cfg.headDim;
+  const kvDim = cfg.nKvHeads * cfg.headDim;
+  const wide = Math.max(cfg.dim, cfg.ffnDim, qDim);
+  const all = [w.embArena, ...w.layers.map((l) => l.arena), w.outArena];
+  for (const a of all) {
+    if (arenas.has(a)) continue;
+    const f = (n: number) => a.alloc(4 * n, ALIGN);
+    arenas.set(a, {
+      arena: a, x: f(cfg.dim), xb: f(cfg.dim), tmp: f(cfg.dim), xq: a.alloc(4 * wide + 4 * ALIGN, ALIGN),
+      q: f(qDim), att: f(qDim), k: f(kvDim), v: f(kvDim), hb: f(cfg.ffnDim), hb2: f(cfg.ffnDim),
+      scores: f(cfg.nHeads * ctx), logits: a === w.outArena ? f(cfg.vocabSize) : 0,
+    });
+  }
+  const o = arenas.get(w.outArena)!;
+  return { arenas, logits: w.outArena.f32(o.logits, cfg.vocabSize) };
+}
+
+export interface KVCache {
+  ctx: number; // positions reserved
+  kvType: number;
+  k: number[]; // per layer: byte offset of [ctx × nKvHeads·headDim] keys in the layer's arena
+  v: number[]; // per layer: same for values
+  bytes: number;
+}
+
+export function makeCache(cfg: LlamaConfig, w: LlamaWeights, ctx: number, kvType: number): KVCache {
+  const n = ctx * cfg.nKvHeads * cfg.headDim * (kvType === TensorType.F32 ? 4 : 2);
+  const k: number[] = [];
+  const v: number[] = [];
+  for (const l of w.layers) {
+    k.push(l.arena.alloc(n, ALIGN));
+    v.push(l.arena.alloc(n, ALIGN));
+  }
+  return { ctx, kvType, k, v, bytes: 2 * n * cfg.nLayers };
+}
+
+/** A projection: one input vector, several weight matrices; jobs grouped by weight type. */
+interface Proj {
+  x: number; // input activation offset (f32)
+  n: number; // input length
+  groups: { type: number; jobs: MatvecJob[] }[];
+}
+
+function makeProj(s: ArenaState, x: number, n: number, mats: [Mat, number][]): Proj {
+  const groups: Proj['groups'] = [];
+  for (const [m, y] of mats) {
+    let g = groups.find((gr) => gr.type === m.type);
+    if (!g) groups.push((g = { type: m.type, jobs: [] }));
+    g.jobs.push({ type: m.type, w: m.off, rows: m.rows, cols: m.cols, xq: s.xq, y });
+  }
+  return { x, n, groups };
+}
+
+function project(c: Compute, a: Arena, xq: number, p: Proj): void {
+  for (const g of p.groups) {
+    c.prepareX(a, g.type, p.x, xq, p.n);
+    c.matvec(a, g.jobs);
+  }
+}
+
+/** Prebuilt per-layer work lists, so forward() builds no objects per token. */
+export interface LayerPlan {
+  s: ArenaState;
+  qkv: Proj;
+  wo: Proj;
+  gateUp: Proj;
+  down: Proj;
+  att: { q: number; k: number; v: number; out: number; kvType: number; nHeads: number; nKvHeads: number; headDim: number; nPos: number; kvStride: number; scratch: number };
+}
+
+export function makePlans(cfg: LlamaConfig, w: LlamaWeights, st: RunState, cache: KVCache): { layers: LayerPlan[]; out: Proj } {
+  const qDim = cfg.nHeads * cfg.headDim;
+  const layers = w.layers.map((L, l) => {
+    const s = st.arenas.get(L.arena)!;
+    return {
+      s,
+      qkv: makeProj(s, s.xb, cfg.dim, [[L.wq, s.q], [L.wk, s.k], [L.wv, s.v]]),
+      wo: makeProj(s, s.att, qDim, [[L.wo, s.tmp]]),
+      gateUp: makeProj(s, s.xb, cfg.dim, [[L.gate, s.hb], [L.up, s.hb2]]),
+      down: makeProj(s, s.hb, cfg.ffnDim, [[L.down, s.tmp]]),
+      att: {
+        q: s.q, k: cache.k[l]!, v: cache.v[l]!, out: s.att, kvType: cache.kvType, nHeads: cfg.nHeads,
+        nKvHeads: cfg.nKvHeads, headDim: cfg.headDim, nPos: 0, kvStride: cfg.nKvHeads * cfg.headDim, scratch: s.scores,
+      },
+    };
+  });
+  const o = st.arenas.get(w.outArena)!;
+  return { layers, out: makeProj(o, o.xb, cfg.dim, [[w.output, o.logits]]) };
+}
+
+function moveResidual(cfg: LlamaConfig, from: ArenaState, to: ArenaState): void {
+  if (from === to) return;
+  to.arena.f32(to.x, cfg.dim).set(from.arena.f32(from.x, cfg.dim));
+}
+
+/**
+ * One token through the network at position `pos` (KV for positions < pos must be in `cache`).
+ * Returns the logits view [vocab] (overwritten by the next call).
+ */
+export function forward(
+  cfg: LlamaConfig, w: LlamaWeights, st: RunState, plans: ReturnType<typeof makePlans>, cache: KVCache, c: Compute,
+  token: number, pos: number,
+): Float32Array {
+  if (token < 0 || token >= cfg.vocabSize) throw new RangeError(`token id ${token} outside vocab [0, ${cfg.vocabSize})`);
+  if (pos >= cache.ctx) throw new RangeError(`position ${pos} beyond the KV cache (${cache.ctx} positions)`);
+  const { dim, headDim } = cfg;
+  const kvDim = cfg.nKvHeads * headDim;
+  const kvEl = cache.kvType === TensorType.F32 ? 4 : 2;
+  let s = st.arenas.get(w.embArena)!;
+  c.dequantRow(s.arena, w.embd.type, w.embd.off + token * rowBytes(w.embd.type as TensorType, dim), s.x, dim);
+  for (let l = 0; l < cfg.nLayers; l++) {
+    const L = w.layers[l]!;
+    const P = plans.layers[l]!;
+    moveResidual(cfg, s, P.s);
+    s = P.s;
+    const a = s.arena;
+    // attention block
+    c.rmsnorm(a, s.x, L.attnNorm, s.xb, dim, cfg.normEps);
+    project(c, a, s.xq, P.qkv);
+    c.rope(a, s.q, cfg.nHeads, headDim, pos, cfg.ropeTheta, cfg.ropeDim);
+    c.rope(a, s.k, cfg.nKvHeads, headDim, pos, cfg.ropeTheta, cfg.ropeDim);
+    c.storeKV(a, cache.kvType, s.k, cache.k[l]! + pos * kvDim * kvEl, kvDim);
+    c.storeKV(a, cache.kvType, s.v, cache.v[l]! + pos * kvDim * kvEl, kvDim);
+    P.att.nPos = pos + 1;
+    c.attention(a, P.att);
+    project(c, a, s.xq, P.wo);
+    c.add(a, s.x, s.tmp, dim);
+    // feed-forward block: h = act(G·x) ⊙ (U·x); y = D·h
+    c.rmsnorm(a, s.x, L.ffnNorm, s.xb, dim, cfg.normEps);
+    project(c, a, s.xq, P.gateUp);
+    if (cfg.act === 'silu') c.siluMul(a, s.hb, s.hb2, s.hb, cfg.ffnDim);
+    else c.reluMul(a, s.hb, s.hb2, s.hb, cfg.ffnDim);
+    project(c, a, s.xq, P.down);
+    c.add(a, s.x, s.tmp, dim);
+  }
+  const o = st.arenas.get(w.outArena)!;
+  moveResidual(cfg, s, o);
+  c.rmsnorm(o.arena, o.x, w.outNorm, o.xb, dim, cfg.normEps);
+  project(c, o.arena, o.xq, plans.out);
+  return st.logits;
+}

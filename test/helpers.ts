@@ -1,0 +1,30 @@
+// Test helpers: fixture paths (tests run from dist/test, fixtures live in test/fixtures) and a cache
+// of synth models keyed by their options, so a suite generates each tiny model once.
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { synthModel, type SynthOptions } from '../src/engine/synth.js';
+
+const ROOT = fileURLToPath(new URL('../../', import.meta.url)); // dist/test/ → repo root
+
+export function fixturePath(...parts: string[]): string {
+  return join(ROOT, 'test', 'fixtures', ...parts);
+}
+
+export function testDir(name: string): string {
+  const d = join(tmpdir(), `flashlm-test-${process.pid}`, name);
+  mkdirSync(d, { recursive: true });
+  return d;
+}
+
+/** Path of a synth model with these options, generated on first use (per process). */
+export async function synthModelCached(o: SynthOptions): Promise<string> {
+  const key = createHash('sha256').update(JSON.stringify(o)).digest('hex').slice(0, 16);
+  const dir = join(tmpdir(), 'flashlm-test-models');
+  mkdirSync(dir, { recursive: true });
+  const path = join(dir, o.format === 'safetensors' ? `synth-${key}` : `synth-${key}.gguf`);
+  if (!existsSync(path)) synthModel(o, path);
+  return path;
+}

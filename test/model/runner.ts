@@ -1,0 +1,99 @@
+// Shared per-architecture test runner: the same checks for every architecture/dtype we support.
+// - incremental decoding with the KV cache equals recomputing the whole prefix without reusing it
+// - 1 thread equals 2 threads (bit-exact: the row split must not change any sum)
+// - many small arenas (layer groups) equal one arena
+// Later issues add: flash vs RAM, sparse at threshold 0 vs dense.
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { Model, type LoadModelOptions } from '../../src/engine/model.js';
+import { argmax } from '../../src/engine/sample.js';
+import { kvBytesPerLayer, stateBytes } from '../../src/model/llama.js';
+
+export interface RunnerCase {
+  name: string;
+  /** Creates the model file (cached by the caller) and returns its path. */
+  model: () => Promise<string> | string;
+  prompt: number[];
+  steps: number;
+  /** Largest |Δlogit| tolerated between cache and no-cache (summation order is identical, so tiny). */
+  tol?: number;
+}
+
+async function greedyWithCache(path: string, c: RunnerCase, opts: LoadModelOptions): Promise<{ tokens: number[]; logits: Float32Array[]; arenas: number }> {
+  const m = await Model.load(path, { ctx: c.prompt.length + c.steps + 1, ...opts });
+  try {
+    const logits: Float32Array[] = [];
+    let l = m.prefill(c.prompt);
+    const tokens: number[] = [];
+    for (let i = 0; i < c.steps; i++) {
+      logits.push(l.slice());
+      const t = argmax(l);
+      tokens.push(t);
+      l = m.decodeOne(t);
+    }
+    return { tokens, logits, arenas: m.state.arenas.size };
+  } finally {
+    await m.close();
+  }
+}
+
+async function greedyNoCache(path: string, c: RunnerCase): Promise<{ tokens: number[]; logits: Float32Array[] }> {
+  const m = await Model.load(path, { ctx: c.prompt.length + c.steps + 1 });
+  try {
+    const seq = [...c.prompt];
+    const tokens: number[] = [];
+    const logits: Float32Array[] = [];
+    for (let i = 0; i < c.steps; i++) {
+      m.reset(); // the cache is overwritten from position 0: nothing from the previous step is reused
+      const l = m.prefill(seq);
+      logits.push(l.slice());
+      const t = argmax(l);
+      tokens.push(t);
+      seq.push(t);
+    }
+    return { tokens, logits };
+  } finally {
+    await m.close();
+  }
+}
+
+function maxAbsDiff(a: Float32Array[], b: Float32Array[]): number {
+  let d = 0;
+  for (let i = 0; i < a.length; i++) for (let j = 0; j < a[i]!.length; j++) d = Math.max(d, Math.abs(a[i]![j]! - b[i]![j]!));
+  return d;
+}
+
+export function architectureRunner(cases: RunnerCase[]): void {
+  for (const c of cases) {
+    test(`${c.name}: KV cache decoding equals recomputation without cache`, async () => {
+      const path = await c.model();
+      const a = await greedyWithCache(path, c, { threads: 2 });
+      const b = await greedyNoCache(path, c);
+      assert.deepEqual(a.tokens, b.tokens);
+      assert.ok(maxAbsDiff(a.logits, b.logits) <= (c.tol ?? 0), `max |Δlogit| ${maxAbsDiff(a.logits, b.logits)}`);
+    });
+    test(`${c.name}: 1 thread equals 2 threads`, async () => {
+      const path = await c.model();
+      const a = await greedyWithCache(path, c, { threads: 1 });
+      const b = await greedyWithCache(path, c, { threads: 2 });
+      assert.deepEqual(a.tokens, b.tokens);
+      assert.equal(maxAbsDiff(a.logits, b.logits), 0);
+    });
+    test(`${c.name}: layer groups in many arenas equal one arena`, async () => {
+      const path = await c.model();
+      const a = await greedyWithCache(path, c, { threads: 2 });
+      // small arenas: about one layer group each (the planner must split and move the residual between them)
+      const m = await Model.load(path, { ctx: 8 });
+      const ctx = c.prompt.length + c.steps + 1;
+      const biggest = Math.max(...m.source.tensors.map((t) => t.bytes));
+      const layer0 = m.source.tensors.filter((t) => t.name.startsWith('blk.0.')).reduce((s, t) => s + t.bytes + 64, 0);
+      const fixed = 65536 + stateBytes(m.cfg, ctx, true) + kvBytesPerLayer(m.cfg, ctx, 1);
+      await m.close();
+      const b = await greedyWithCache(path, c, { threads: 2, maxArenaBytes: fixed + Math.max(biggest + 1024, layer0) + 4096 });
+      assert.equal(a.arenas, 1);
+      assert.ok(b.arenas >= 2, `expected several arenas, got ${b.arenas}`);
+      assert.deepEqual(a.tokens, b.tokens);
+      assert.equal(maxAbsDiff(a.logits, b.logits), 0);
+    });
+  }
+}
