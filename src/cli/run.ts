@@ -36,7 +36,10 @@ function parseTokenList(s: string, vocab: number): number[] {
 }
 
 /** Loads, generates and reports; shared by run and demo. Streams text to stdout unless json. */
-async function generateWith(modelPath: string, flags: Flags, promptDefault?: string): Promise<RunResult & { model: Model }> {
+/** Control characters shown as \\xNN (a random model emits raw bytes such as ESC). */
+const visible = (s: string) => s.replace(/[\u0000-\u0008\u000b-\u001f\u007f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
+
+async function generateWith(modelPath: string, flags: Flags, promptDefault?: string, sanitize = false): Promise<RunResult & { model: Model }> {
   const n = intFlag(flags, 'n', 32, 0, 1 << 20);
   const threads = intFlag(flags, 'threads', 2, 1, 64);
   const temperature = numFlag(flags, 'temp', 0, 0, 100);
@@ -78,7 +81,7 @@ async function generateWith(modelPath: string, flags: Flags, promptDefault?: str
       out.push(t.id);
       const piece = dec.decode(t.bytes, { stream: true });
       text += piece;
-      if (!json) process.stdout.write(piece);
+      if (!json) process.stdout.write(sanitize ? visible(piece) : piece);
     }
     const tail = dec.decode();
     text += tail;
@@ -140,7 +143,7 @@ export async function cmdDemo(argv: string[]): Promise<number> {
   say(`  random Llama: ${o.layers} layers, hidden ${o.hidden}, ffn ${o.ffn}, ${o.heads} heads / ${o.kvHeads} kv heads, vocab ${o.vocab}, ${o.dtype}, ${o.act}`);
   say('  (random weights: the text is gibberish; this shows the engine end to end)');
   if (flags.n === undefined) flags.n = '24';
-  const r = await generateWith(path, flags, 'The quick brown fox');
+  const r = await generateWith(path, flags, 'The quick brown fox', true);
   const m = r.model;
   await m.close();
   if (json) {
