@@ -160,8 +160,9 @@ export class Compute {
       case GGMLType.F32: return n * 4;
       case GGMLType.F16: case GGMLType.BF16: return align16(n * 2) + n * 4;
       case GGMLType.Q8_0: case GGMLType.Q4_0: {
+        // q8_0 blocks, then kernel-private data (see src/kernels/wasm/ops.ts prepare_q8_0)
         const nb = n / 32;
-        return align16(nb * 34) + Math.ceil(nb / 4) * 4 * 8;
+        return align16(nb * 34) + align16(nb * 4) + nb * 16;
       }
       default: throw new RangeError(`kernels: unsupported GGML type ${type}`);
     }

@@ -2,21 +2,23 @@
 // attention, gated activations, add, softmax). Numerics follow ggml's CPU path; see comments.
 import {
   align16, f16_to_f32, f32_to_f16, f32_to_bf16, h2f_lo, h2f_hi, bf2f_lo, bf2f_hi,
-  hsum_f32x4, hsum_i32x4,
+  hsum_f32x4,
 } from './util';
 
 // ---------------------------------------------------------------------------------------------
 // prepareX. Layouts (byte offsets from xq):
-//   q8_0 (for Q8_0 and Q4_0 weights): nb blocks {f16 d, i8 q[32]} (34 B each); then at
-//     align16(nb·34): f32 dx[nb4] (d as f32), then i32 sx8[nb4] = 8·Σq per block (nb4 = nb↑4).
+//   q8_0 (for Q8_0 and Q4_0 weights): nb blocks {f16 d, i8 q[32]} (34 B each, ggml block_q8_0);
+//     then at A = align16(nb·34): f32 dxs[nb] = f32(d)·2^112 (see matvec.ts blockScale);
+//     then at A + align16(4·nb): i32x4 corr[nb], the lane sums pmaddwd(8, q) of each block
+//     (q4_0 dots use unsigned nibbles and subtract this to get Σ(nibble − 8)·q exactly).
 //   f16 / bf16: n halves; then at align16(2n): f32[n], the rounded values as f32.
 
 /** ggml quantize_row_q8_0 (x86 AVX path): d = amax/127, id = amax ? 127/amax : 0, q = rne(x·id). */
 export function prepare_q8_0(x: usize, xq: usize, n: i32): void {
   const nb = n >> 5;
   const dxp = xq + align16(<usize>nb * 34);
-  const nb4 = (nb + 3) & ~3;
-  const sxp = dxp + (<usize>nb4 << 2);
+  const cxp = dxp + align16(<usize>nb << 2);
+  const eight = i16x8.splat(8);
   for (let b = 0; b < nb; b++) {
     const p = x + (<usize>b << 7);
     const v0 = v128.load(p), v1 = v128.load(p, 16), v2 = v128.load(p, 32), v3 = v128.load(p, 48);
@@ -42,31 +44,36 @@ export function prepare_q8_0(x: usize, xq: usize, n: i32): void {
     store<u16>(o, <u16>dh);
     v128.store(o, i8x16.narrow_i16x8_s(i16x8.narrow_i32x4_s(q0, q1), i16x8.narrow_i32x4_s(q2, q3)), 2);
     v128.store(o, i8x16.narrow_i16x8_s(i16x8.narrow_i32x4_s(q4, q5), i16x8.narrow_i32x4_s(q6, q7)), 18);
-    const s = i32x4.add(i32x4.add(i32x4.add(q0, q1), i32x4.add(q2, q3)), i32x4.add(i32x4.add(q4, q5), i32x4.add(q6, q7)));
-    store<f32>(dxp + (<usize>b << 2), f16_to_f32(dh));
-    store<i32>(sxp + (<usize>b << 2), hsum_i32x4(s) << 3);
-  }
-  for (let b = nb; b < nb4; b++) {
-    store<f32>(dxp + (<usize>b << 2), 0);
-    store<i32>(sxp + (<usize>b << 2), 0);
+    store<f32>(dxp + (<usize>b << 2), f16_to_f32(dh) * reinterpret<f32>(0x77800000)); // ·2^112, finite
+    const c = i32x4.add(
+      i32x4.add(i32x4.dot_i16x8_s(eight, v128.load8x8_s(o, 2)), i32x4.dot_i16x8_s(eight, v128.load8x8_s(o, 10))),
+      i32x4.add(i32x4.dot_i16x8_s(eight, v128.load8x8_s(o, 18)), i32x4.dot_i16x8_s(eight, v128.load8x8_s(o, 26))));
+    v128.store(cxp + (<usize>b << 4), c);
   }
 }
 
+/** f16 halves, then the rounded values as f32, permuted like prepare_bf16's. */
 export function prepare_f16(x: usize, xq: usize, n: i32): void {
   const xf = xq + align16(<usize>n << 1);
+  const n8 = n & ~7;
   for (let i = 0; i < n; i++) {
     const h = f32_to_f16(load<f32>(x + (<usize>i << 2)));
     store<u16>(xq + (<usize>i << 1), <u16>h);
-    store<f32>(xf + (<usize>i << 2), f16_to_f32(h));
+    const j = i < n8 ? (i & ~7) | ((i & 1) << 2) | ((i & 7) >> 1) : i;
+    store<f32>(xf + (<usize>j << 2), f16_to_f32(h));
   }
 }
 
+/** bf16 halves, then the rounded values as f32 permuted per 8 as [0 2 4 6 1 3 5 7] (the tail
+ *  past the last multiple of 8 stays in order) — the order matvec_bf16 consumes them in. */
 export function prepare_bf16(x: usize, xq: usize, n: i32): void {
   const xf = xq + align16(<usize>n << 1);
+  const n8 = n & ~7;
   for (let i = 0; i < n; i++) {
     const h = f32_to_bf16(load<f32>(x + (<usize>i << 2)));
     store<u16>(xq + (<usize>i << 1), <u16>h);
-    store<u32>(xf + (<usize>i << 2), h << 16);
+    const j = i < n8 ? (i & ~7) | ((i & 1) << 2) | ((i & 7) >> 1) : i;
+    store<u32>(xf + (<usize>j << 2), h << 16);
   }
 }
 

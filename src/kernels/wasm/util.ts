@@ -1,16 +1,14 @@
 // Scalar and SIMD helpers shared by the kernels: half/bfloat conversions, horizontal sums.
 // All conversions follow IEEE round-to-nearest-even, like F16C's vcvtps2ph and ggml's bf16 helper.
 
-// 2^112: moves a half's 5-bit exponent field (placed in an f32's exponent) to the right bias.
-export const F16_MAGIC: f32 = reinterpret<f32>(0x77800000);
-
 /** IEEE half (low 16 bits of h) → f32, exact, including subnormals, ±inf and NaN. */
 @inline export function f16_to_f32(h: u32): f32 {
   const sign = (h & 0x8000) << 16;
   const mag = h & 0x7fff;
-  let f = reinterpret<f32>(mag << 13) * F16_MAGIC;
-  let bits = reinterpret<u32>(f);
+  let bits: u32;
   if (mag >= 0x7c00) bits = 0x7f800000 | ((mag & 0x3ff) << 13);
+  else if (mag >= 0x400) bits = (mag << 13) + 0x38000000;
+  else bits = reinterpret<u32>(<f32>mag * reinterpret<f32>(0x33800000));   // m · 2^-24
   return reinterpret<f32>(bits | sign);
 }
 
@@ -39,12 +37,28 @@ export function f32_to_f16(f: f32): u32 {
   return (x + (0x7fff + ((x >> 16) & 1))) >> 16;
 }
 
-/** Four sign-extended halves (i32x4) → f32x4, exact (subnormals, inf, NaN). */
+/** Half → f32 on i32 lanes: o holds the half's exponent+mantissa at bits 27..13, sign its sign
+ *  at bit 31. Exact for subnormals, inf and NaN, and never feeds a subnormal f32 to the FPU
+ *  (x86 takes a slow microcode assist on those): a subnormal half m·2^-24 is computed as
+ *  (1 + m/1024)·2^-14 − 2^-14. */
+@inline export function h2f_core(o: v128, sign: v128): v128 {
+  const e = v128.and(o, i32x4.splat(0x0f800000));
+  const z = i32x4.eq(e, i32x4.splat(0));
+  let b = i32x4.add(i32x4.add(o, i32x4.splat(0x38000000)), v128.and(z, i32x4.splat(0x00800000)));
+  b = i32x4.add(b, v128.and(i32x4.eq(e, i32x4.splat(0x0f800000)), i32x4.splat(0x38000000)));
+  return v128.or(f32x4.sub(b, v128.and(z, i32x4.splat(0x38800000))), sign);
+}
+
+/** Four sign-extended halves (i32x4) → f32x4. */
 @inline export function h2f4(hs: v128): v128 {
-  const b = v128.and(i32x4.shl(hs, 13), i32x4.splat(0x8fffe000));
-  const f = f32x4.mul(b, f32x4.splat(F16_MAGIC));
-  const e = i32x4.eq(v128.and(hs, i32x4.splat(0x7c00)), i32x4.splat(0x7c00));
-  return v128.or(f, v128.and(e, i32x4.splat(0x7f800000)));
+  return h2f_core(v128.and(i32x4.shl(hs, 13), i32x4.splat(0x0fffe000)), v128.and(hs, i32x4.splat(<i32>0x80000000)));
+}
+/** Halves in the low / high 16 bits of each i32 lane → f32x4 (even / odd elements of 8 packed). */
+@inline export function h2f_even(v: v128): v128 {
+  return h2f_core(v128.and(i32x4.shl(v, 13), i32x4.splat(0x0fffe000)), v128.and(i32x4.shl(v, 16), i32x4.splat(<i32>0x80000000)));
+}
+@inline export function h2f_odd(v: v128): v128 {
+  return h2f_core(v128.and(i32x4.shr_u(v, 3), i32x4.splat(0x0fffe000)), v128.and(v, i32x4.splat(<i32>0x80000000)));
 }
 
 /** Low four halves of 8 packed halves → f32x4. */
