@@ -21,29 +21,23 @@
 //   *_norm.weight                1 + k/128, k uniform integer in [−jitter·128, jitter·128] (exact in f16/bf16)
 // Attention/FFN branches add O(1) to a residual stream of RMS O(1), so every layer changes the output.
 //
-// Vocabulary (depends only on the vocab size, not on the seed): <unk>=0 (type 2), <s>=1, </s>=2
-// (type 3), <0x00>..<0xFF> (type 6), then normal tokens (type 1): '▁' and the printable ASCII
-// characters except '<' and '>' (so no text can merge into a special or byte token's spelling), then
-// BPE merges learnt from a small built-in English corpus, then, if the vocab is larger, merges of
-// random pairs of existing tokens. Scores decrease strictly (token i of the normal tokens has score
-// −i), and every multi-character token has exactly one split into two shorter tokens (checked both
-// ways when a token is added). With unique splits and scores ordered like merge ranks, llama.cpp's
-// SPM tokenizer (highest score first, leftmost on ties) and a HF BPE tokenizer with the merges in
-// score order (lowest rank first, leftmost on ties) make the same merges, so both tokenize alike.
+// Vocabulary: see synth-vocab.ts (it depends only on the vocab size, not on the seed).
 //
 // GGUF: Q and K rows are in GGUF order (llama.cpp's convert permutes HF rows per head:
 // GGUF[h·hd + 2i + j] = HF[h·hd + j·hd/2 + i]); the safetensors writer applies the inverse, so
 // converting the HF directory back gives the same GGUF tensors.
 //
-// Note: this module writes the HF directory's JSON files itself (node:fs), since formats/ has no
-// small-file writer; GGUF and safetensors data go through formats/.
+// Output goes through formats/: GGUFWriter for .gguf, writeHFDir (atomic) for the HF directory.
 
-import { existsSync, mkdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { TensorType } from '../formats/ggml-types.js';
 import { GGUFValueType as VT, GGUFWriter } from '../formats/gguf.js';
+import { writeHFDir } from '../formats/hf-write.js';
 import { f32ToF16, quantize } from '../formats/quant.js';
-import { writeSafetensors } from '../formats/safetensors.js';
+import { SynthOptionsError, SynthRng } from './synth-base.js';
+import { synthTokenizerJSON, synthVocab } from './synth-vocab.js';
+
+export { SynthOptionsError, SynthRng } from './synth-base.js';
+export { synthTokenizerJSON, synthVocab, type SynthVocab } from './synth-vocab.js';
 
 export type SynthDType = 'f32' | 'f16' | 'q8_0' | 'q4_0';
 
@@ -78,78 +72,6 @@ export interface SynthOptions {
   seed: number; // integer, 0 ≤ seed ≤ 2^53 − 1
   format: 'gguf' | 'safetensors';
   gains?: Partial<SynthGains>; // defaults: DEFAULT_SYNTH_GAINS
-}
-
-/** Invalid synth options; `option` names the offending field. */
-export class SynthOptionsError extends Error {
-  constructor(
-    readonly option: string,
-    detail: string,
-  ) {
-    super(`synth option '${option}': ${detail}`);
-    this.name = 'SynthOptionsError';
-  }
-}
-
-// ---------------------------------------------------------------------------------------------
-// PRNG
-
-function fnv1a32(s: string): number {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < s.length; i++) {
-    const c = s.charCodeAt(i);
-    h = Math.imul(h ^ (c & 0xff), 0x01000193);
-    if (c > 0xff) h = Math.imul(h ^ (c >>> 8), 0x01000193);
-  }
-  return h >>> 0;
-}
-
-const rotl = (x: number, k: number): number => (x << k) | (x >>> (32 - k));
-
-/** xoshiro128** seeded through splitmix32. */
-export class SynthRng {
-  private a: number;
-  private b: number;
-  private c: number;
-  private d: number;
-
-  constructor(key: string) {
-    let s = fnv1a32(key);
-    const next = (): number => {
-      s = (s + 0x9e3779b9) | 0;
-      let z = s;
-      z = Math.imul(z ^ (z >>> 16), 0x85ebca6b);
-      z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35);
-      return (z ^ (z >>> 16)) | 0;
-    };
-    this.a = next();
-    this.b = next();
-    this.c = next();
-    this.d = next();
-    if ((this.a | this.b | this.c | this.d) === 0) this.a = 1;
-  }
-
-  nextU32(): number {
-    const result = Math.imul(rotl(Math.imul(this.b, 5), 7), 9) >>> 0;
-    const t = this.b << 9;
-    this.c ^= this.a;
-    this.d ^= this.b;
-    this.b ^= this.c;
-    this.a ^= this.d;
-    this.c ^= t;
-    this.d = rotl(this.d, 11);
-    return result;
-  }
-
-  /** Uniform in (−1, 1), symmetric, 24 bits. */
-  uniform(): number {
-    return ((this.nextU32() >>> 8) + 0.5) * 2 ** -23 - 1;
-  }
-
-  /** Integer in [0, n). */
-  below(n: number): number {
-    return Math.floor(((this.nextU32() >>> 8) / 2 ** 24) * n);
-  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -312,211 +234,6 @@ function hfFromGgufRows(x: Float32Array, rows: number, cols: number, nHeads: num
 }
 
 // ---------------------------------------------------------------------------------------------
-// vocabulary
-
-export interface SynthVocab {
-  tokens: string[];
-  scores: Float32Array;
-  types: Int32Array; // 1 normal, 2 unknown, 3 control, 6 byte
-  merges: [string, string][]; // HF BPE merges in rank order (one per multi-character token)
-}
-
-const SPACE = '\u2581'; // '▁'
-
-// Order of the single-character tokens: '▁', letters by English frequency, digits, punctuation.
-const BASE_CHARS = (() => {
-  const lower = 'etaoinsrhldcumfpgwybvkxjqz';
-  const chars = [SPACE, ...lower, ...lower.toUpperCase(), ...'0123456789'];
-  for (let c = 0x21; c < 0x7f; c++) {
-    const ch = String.fromCharCode(c);
-    if (ch !== '<' && ch !== '>' && !chars.includes(ch)) chars.push(ch);
-  }
-  return chars;
-})();
-
-const CORPUS = `The quick brown fox jumps over the lazy dog. A model reads the text one token at a time and
-writes the next token that it thinks is the most likely one. When the weights are larger than the
-memory of the machine, the engine streams them from the flash storage while it computes, and keeps
-the attention weights and the cache in memory. The tokenizer turns the text into pieces: common words
-become one piece, rare words are split into smaller pieces, and characters that are not in the
-vocabulary fall back to their bytes. Every layer of the network has an attention block and a feed
-forward block; the output of each block is added to the residual stream. The numbers in this file
-are random, so the model says nothing sensible, but it says the same thing every time it is run with
-the same seed. There is a small house on the hill, and in the house there is a table with three books
-and a lamp. She said that they would come back in the morning, after the rain had stopped, and that
-they would bring some bread, some cheese and a bottle of water for the long walk to the river.
-function add(a, b) { return a + b; } for (let i = 0; i < 10; i++) { sum += i * 2; } if (x == y) print("ok");
-In 2024, 17 of the 32 tests passed on the first run; the other 15 needed a second try.`;
-
-function isByteOrSpecial(s: string): boolean {
-  return s.includes('<') || s.includes('>');
-}
-
-/** The synth vocabulary of `size` tokens (size ≥ 260). */
-export function synthVocab(size: number): SynthVocab {
-  if (!Number.isInteger(size) || size < 260) throw new SynthOptionsError('vocab', `must be an integer ≥ 260, got ${size}`);
-  const tokens: string[] = ['<unk>', '<s>', '</s>'];
-  const types: number[] = [2, 3, 3];
-  for (let b = 0; b < 256; b++) {
-    tokens.push(`<0x${b.toString(16).toUpperCase().padStart(2, '0')}>`);
-    types.push(6);
-  }
-  const normal = new Set<string>();
-  const merges: [string, string][] = [];
-  const prefixOf = new Map<string, string[]>(); // proper prefix → tokens that start with it
-  const suffixOf = new Map<string, string[]>();
-  const push = (t: string): void => {
-    tokens.push(t);
-    types.push(1);
-    normal.add(t);
-    for (let k = 1; k < t.length; k++) {
-      const p = t.slice(0, k);
-      const s = t.slice(k);
-      (prefixOf.get(p) ?? prefixOf.set(p, []).get(p)!).push(t);
-      (suffixOf.get(s) ?? suffixOf.set(s, []).get(s)!).push(t);
-    }
-  };
-  for (const c of BASE_CHARS) {
-    if (tokens.length >= size) break;
-    push(c);
-  }
-  /** Whether a + b can be added keeping "every multi-character token has exactly one split". */
-  const canAdd = (a: string, b: string): boolean => {
-    const c = a + b;
-    if (normal.has(c) || isByteOrSpecial(c)) return false;
-    for (let k = 1; k < c.length; k++) {
-      if (k !== a.length && normal.has(c.slice(0, k)) && normal.has(c.slice(k))) return false;
-    }
-    for (const t of prefixOf.get(c) ?? []) if (normal.has(t.slice(c.length))) return false;
-    for (const t of suffixOf.get(c) ?? []) if (normal.has(t.slice(0, t.length - c.length))) return false;
-    return true;
-  };
-  const addMerge = (a: string, b: string): void => {
-    merges.push([a, b]);
-    push(a + b);
-  };
-
-  // 1. BPE training on the corpus (words = '▁' + whitespace-separated chunks, unknown chars split words)
-  const wordFreq = new Map<string, number>();
-  for (const raw of CORPUS.split(/\s+/)) {
-    let cur = '';
-    for (const ch of SPACE + raw) {
-      if (normal.has(ch)) cur += ch;
-      else {
-        if (cur.length > 1) wordFreq.set(cur, (wordFreq.get(cur) ?? 0) + 1);
-        cur = '';
-      }
-    }
-    if (cur.length > 1) wordFreq.set(cur, (wordFreq.get(cur) ?? 0) + 1);
-  }
-  const words = [...wordFreq.entries()].sort((x, y) => (x[0] < y[0] ? -1 : x[0] > y[0] ? 1 : 0)).map(([w, f]) => ({ syms: [...w], f }));
-  const banned = new Set<string>();
-  while (tokens.length < size) {
-    const counts = new Map<string, number>();
-    for (const w of words) {
-      for (let i = 0; i + 1 < w.syms.length; i++) {
-        const key = `${w.syms[i]}\u0000${w.syms[i + 1]}`;
-        if (!banned.has(key)) counts.set(key, (counts.get(key) ?? 0) + w.f);
-      }
-    }
-    let best = '';
-    let bestN = 1;
-    for (const [k, n] of counts) if (n > bestN || (n === bestN && best !== '' && k < best)) [best, bestN] = [k, n];
-    if (best === '') break;
-    const [a, b] = best.split('\u0000') as [string, string];
-    if (!canAdd(a, b)) {
-      banned.add(best);
-      continue;
-    }
-    addMerge(a, b);
-    const c = a + b;
-    for (const w of words) {
-      const out: string[] = [];
-      for (let i = 0; i < w.syms.length; i++) {
-        if (i + 1 < w.syms.length && w.syms[i] === a && w.syms[i + 1] === b) {
-          out.push(c);
-          i++;
-        } else out.push(w.syms[i]!);
-      }
-      w.syms = out;
-    }
-  }
-
-  // 2. random pairs of existing tokens (fixed stream: the vocab depends only on its size)
-  const rng = new SynthRng('flashlm-synth/vocab');
-  const pool = [...normal];
-  let fails = 0;
-  while (tokens.length < size) {
-    const a = pool[rng.below(pool.length)]!;
-    const b = pool[rng.below(pool.length)]!;
-    if (a.length + b.length <= 16 && canAdd(a, b)) {
-      addMerge(a, b);
-      pool.push(a + b);
-      fails = 0;
-    } else if (++fails > 1_000_000) {
-      throw new Error(`synthVocab: cannot build ${size} tokens (stuck at ${tokens.length})`);
-    }
-  }
-
-  const scores = new Float32Array(tokens.length);
-  for (let i = 259; i < tokens.length; i++) scores[i] = -(i - 259);
-  return { tokens, scores, types: Int32Array.from(types), merges };
-}
-
-/** HF tokenizer.json (Llama-2 style: BPE with byte fallback, '▁' normalizer/decoder). */
-export function synthTokenizerJSON(v: SynthVocab): object {
-  const vocab: Record<string, number> = {};
-  v.tokens.forEach((t, i) => (vocab[t] = i));
-  const special = (id: number) => ({
-    id, content: v.tokens[id], single_word: false, lstrip: false, rstrip: false, normalized: false, special: true,
-  });
-  return {
-    version: '1.0',
-    truncation: null,
-    padding: null,
-    added_tokens: [special(0), special(1), special(2)],
-    normalizer: {
-      type: 'Sequence',
-      normalizers: [
-        { type: 'Prepend', prepend: SPACE },
-        { type: 'Replace', pattern: { String: ' ' }, content: SPACE },
-      ],
-    },
-    pre_tokenizer: null,
-    post_processor: {
-      type: 'TemplateProcessing',
-      single: [{ SpecialToken: { id: '<s>', type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }],
-      pair: [
-        { SpecialToken: { id: '<s>', type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } },
-        { SpecialToken: { id: '<s>', type_id: 1 } }, { Sequence: { id: 'B', type_id: 1 } },
-      ],
-      special_tokens: { '<s>': { id: '<s>', ids: [1], tokens: ['<s>'] } },
-    },
-    decoder: {
-      type: 'Sequence',
-      decoders: [
-        { type: 'Replace', pattern: { String: SPACE }, content: ' ' },
-        { type: 'ByteFallback' },
-        { type: 'Fuse' },
-        { type: 'Strip', content: ' ', start: 1, stop: 0 },
-      ],
-    },
-    model: {
-      type: 'BPE',
-      dropout: null,
-      unk_token: '<unk>',
-      continuing_subword_prefix: null,
-      end_of_word_suffix: null,
-      fuse_unk: true,
-      byte_fallback: true,
-      ignore_merges: false,
-      vocab,
-      merges: v.merges.map(([a, b]) => `${a} ${b}`),
-    },
-  };
-}
-
-// ---------------------------------------------------------------------------------------------
 // writers
 
 export interface SynthResult {
@@ -583,61 +300,46 @@ function writeGGUF(o: SynthOptions, specs: SynthTensorSpec[], out: string): void
 function writeHF(o: SynthOptions, specs: SynthTensorSpec[], out: string): void {
   const v = synthVocab(o.vocab);
   const dt = o.dtype === 'f16' ? 'F16' : 'F32';
-  const tmp = `${out}.tmp-${process.pid}`;
-  rmSync(tmp, { recursive: true, force: true });
-  mkdirSync(tmp, { recursive: true });
-  try {
-    const tensors = specs.map((s) => {
-      let x = synthTensorData(o, s.name);
-      if (s.qkHeads !== undefined) x = hfFromGgufRows(x, s.rows, s.cols, s.qkHeads);
-      return { name: s.hfName, dtype: dt, shape: s.kind === 'norm' ? [s.cols] : [s.rows, s.cols], data: encode(GGML_TYPE[o.dtype], x) };
-    });
-    writeSafetensors(join(tmp, 'model.safetensors'), tensors, { format: 'pt' });
-    const json = (name: string, value: unknown): void => writeFileSync(join(tmp, name), `${JSON.stringify(value, null, 2)}\n`);
-    json('config.json', {
-      architectures: ['LlamaForCausalLM'],
-      model_type: 'llama',
-      hidden_size: o.hidden,
-      intermediate_size: o.ffn,
-      num_hidden_layers: o.layers,
-      num_attention_heads: o.heads,
-      num_key_value_heads: o.kvHeads,
-      head_dim: o.hidden / o.heads,
-      vocab_size: o.vocab,
-      max_position_embeddings: o.ctx,
-      rms_norm_eps: 1e-5,
-      rope_theta: 10000.0,
-      hidden_act: o.act,
-      tie_word_embeddings: false,
-      bos_token_id: 1,
-      eos_token_id: 2,
-      torch_dtype: o.dtype === 'f16' ? 'float16' : 'float32',
-      flashlm_synth: JSON.parse(optionsRecord(o)) as unknown,
-    });
-    json('tokenizer.json', synthTokenizerJSON(v));
-    json('tokenizer_config.json', {
-      add_bos_token: true,
-      add_eos_token: false,
-      bos_token: '<s>',
-      eos_token: '</s>',
-      unk_token: '<unk>',
-      pad_token: null,
-      clean_up_tokenization_spaces: false,
-      legacy: true,
-      model_max_length: o.ctx,
-      tokenizer_class: 'LlamaTokenizerFast',
-    });
-    // Swap the directory into place: the old one (if any) is moved aside first, then removed.
-    if (existsSync(out)) {
-      if (!statSync(out).isDirectory()) throw new Error(`synthModel: ${out} exists and is not a directory`);
-      const old = `${out}.old-${process.pid}`;
-      rmSync(old, { recursive: true, force: true });
-      renameSync(out, old);
-      renameSync(tmp, out);
-      rmSync(old, { recursive: true, force: true });
-    } else renameSync(tmp, out);
-  } catch (e) {
-    rmSync(tmp, { recursive: true, force: true });
-    throw e;
-  }
+  const tensors = specs.map((s) => {
+    let x = synthTensorData(o, s.name);
+    if (s.qkHeads !== undefined) x = hfFromGgufRows(x, s.rows, s.cols, s.qkHeads);
+    return { name: s.hfName, dtype: dt, shape: s.kind === 'norm' ? [s.cols] : [s.rows, s.cols], data: encode(GGML_TYPE[o.dtype], x) };
+  });
+  const config = {
+    architectures: ['LlamaForCausalLM'],
+    model_type: 'llama',
+    hidden_size: o.hidden,
+    intermediate_size: o.ffn,
+    num_hidden_layers: o.layers,
+    num_attention_heads: o.heads,
+    num_key_value_heads: o.kvHeads,
+    head_dim: o.hidden / o.heads,
+    vocab_size: o.vocab,
+    max_position_embeddings: o.ctx,
+    rms_norm_eps: 1e-5,
+    rope_theta: 10000.0,
+    hidden_act: o.act,
+    tie_word_embeddings: false,
+    bos_token_id: 1,
+    eos_token_id: 2,
+    torch_dtype: o.dtype === 'f16' ? 'float16' : 'float32',
+    flashlm_synth: JSON.parse(optionsRecord(o)) as unknown,
+  };
+  const tokenizerConfig = {
+    add_bos_token: true,
+    add_eos_token: false,
+    bos_token: '<s>',
+    eos_token: '</s>',
+    unk_token: '<unk>',
+    pad_token: null,
+    clean_up_tokenization_spaces: false,
+    legacy: true,
+    model_max_length: o.ctx,
+    tokenizer_class: 'LlamaTokenizerFast',
+  };
+  writeHFDir(out, [
+    { name: 'config.json', json: config },
+    { name: 'tokenizer.json', json: synthTokenizerJSON(v) },
+    { name: 'tokenizer_config.json', json: tokenizerConfig },
+  ], { tensors, metadata: { format: 'pt' } });
 }
