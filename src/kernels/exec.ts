@@ -11,7 +11,7 @@ export interface KernelExports {
   matvec_f32(w: number, xq: number, y: number, cols: number, r0: number, r1: number): void;
   matvec_f16(w: number, xq: number, y: number, cols: number, r0: number, r1: number): void;
   matvec_bf16(w: number, xq: number, y: number, cols: number, r0: number, r1: number): void;
-  prepare_q8_0(x: number, xq: number, n: number): void;
+  prepare_q8_0(x: number, xq: number, n: number, forQ4: number): void;
   prepare_f16(x: number, xq: number, n: number): void;
   prepare_bf16(x: number, xq: number, n: number): void;
   copy_bytes(src: number, dst: number, n: number): void;
@@ -27,7 +27,7 @@ export interface KernelExports {
   add(x: number, y: number, n: number): void;
   softmax(x: number, n: number): void;
   attention(q: number, k: number, v: number, out: number, kvF16: number, nHeads: number, nKvHeads: number,
-    headDim: number, nPos: number, kvStride: number, scratch: number, qbuf: number, h0: number, h1: number): void;
+    headDim: number, nPos: number, kvStride: number, scratch: number, qbuf: number, qbufBytes: number, h0: number, h1: number): void;
 }
 
 export function instantiate(module: WebAssembly.Module, memory: WebAssembly.Memory): KernelExports {
@@ -100,8 +100,8 @@ export function runShare(ctl: Int32Array, params: Float64Array, k: KernelExports
     const nHeads = p[5];
     const [h0, h1] = splitHeads(nHeads, t, T);
     if (h0 >= h1) return;
-    const qbuf = SCRATCH_BASE + t * scratchSlotBytes(T);
-    k.attention(p[0], p[1], p[2], p[3], p[4], nHeads, p[6], p[7], p[8], p[9], p[10], qbuf, h0, h1);
+    const slot = scratchSlotBytes(T);
+    k.attention(p[0], p[1], p[2], p[3], p[4], nHeads, p[6], p[7], p[8], p[9], p[10], SCRATCH_BASE + t * slot, slot, h0, h1);
   } else if (op === OP_FAIL) {
     if (t !== 0) throw new Error(`injected failure in kernel worker ${t}`);
   } else {

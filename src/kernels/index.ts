@@ -41,7 +41,8 @@ export class Arena {
   readonly k: KernelExports;
 
   /** @internal use Compute.createArena */
-  constructor(readonly index: number, readonly memory: WebAssembly.Memory, module: WebAssembly.Module) {
+  constructor(readonly index: number, readonly memory: WebAssembly.Memory, module: WebAssembly.Module,
+    /** @internal */ readonly owner: object) {
     this.buf = memory.buffer as unknown as SharedArrayBuffer;
     this.capacity = this.buf.byteLength;
     this.k = instantiate(module, memory);
@@ -135,7 +136,7 @@ export class Compute {
     if (!(capacityBytes >= 0) || capacityBytes > MAX_PAGES * PAGE) throw new RangeError(`arena capacity ${capacityBytes} not in 0..4 GiB`);
     const pages = Math.min(MAX_PAGES, Math.ceil(capacityBytes / PAGE) + RESERVED_BYTES / PAGE);
     const memory = new WebAssembly.Memory({ initial: pages, maximum: pages, shared: true });
-    const a = new Arena(this.arenas++, memory, this.module);
+    const a = new Arena(this.arenas++, memory, this.module, this);
     // workers pick the memory up from their port (synchronously) on the first op for this arena
     for (const p of this.ports) p.postMessage({ index: a.index, memory });
     return a;
@@ -162,7 +163,7 @@ export class Compute {
       case GGMLType.Q8_0: case GGMLType.Q4_0: {
         // q8_0 blocks, then kernel-private data (see src/kernels/wasm/ops.ts prepare_q8_0)
         const nb = n / 32;
-        return align16(nb * 34) + align16(nb * 4) + nb * 16;
+        return align16(nb * 34) + align16(nb * 4) + (type === GGMLType.Q4_0 ? nb * 80 : 0);
       }
       default: throw new RangeError(`kernels: unsupported GGML type ${type}`);
     }
@@ -177,7 +178,7 @@ export class Compute {
       case GGMLType.BF16: a.k.prepare_bf16(x, xq, n); break;
       case GGMLType.Q8_0: case GGMLType.Q4_0:
         if (n % 32) throw new RangeError(`prepareX: n=${n} is not a multiple of 32`);
-        a.k.prepare_q8_0(x, xq, n);
+        a.k.prepare_q8_0(x, xq, n, type === GGMLType.Q4_0 ? 1 : 0);
         break;
     }
   }
@@ -345,6 +346,7 @@ export class Compute {
     if (this.closed) throw new Error('Compute is closed');
   }
   private check(a: Arena, off: number, bytes: number, what: string): void {
+    if (a.owner !== this) throw new Error(`${what}: arena ${a.index} belongs to another Compute`);
     if (!Number.isInteger(off) || !Number.isInteger(bytes) || off < RESERVED_BYTES || bytes < 0 || off + bytes > a.capacity) {
       throw new RangeError(`${what}: [${off}, +${bytes}) outside arena ${a.index} (${RESERVED_BYTES}..${a.capacity})`);
     }

@@ -24,16 +24,17 @@ import { align16, f16_to_f32, hsum_f32x4, h2f_even, h2f_odd } from './util';
       i32x4.dot_i16x8_s(v128.load8x8_s(p, 26), v128.load8x8_s(xp, 26))));
 }
 
-/** q4_0 block at p (18 B) · q8_0 block at xp: Σ (nibble − 8)·x per lane; cp: 8·Σx per lane. */
-@inline function dot_q4(p: usize, xp: usize, cp: usize): v128 {
-  const b0 = v128.load8x8_u(p, 2);   // bytes 0..7 as u16: elements 0..7 (low), 16..23 (high nibble)
-  const b1 = v128.load8x8_u(p, 10);  // bytes 8..15: elements 8..15, 24..31
-  const m = i16x8.splat(0x0f);
+/** q4_0 block at p (18 B) against the q4 view of the prepared x (80 B per block, see
+ *  prepare_q8_0): with b = lo + 16·hi the raw byte of nibbles (elements j and j+16),
+ *  Σ lo·x_j + hi·x_{j+16} = Σ b·x_j + hi·(x_{j+16} − 16·x_j); the −8 offset is the precomputed
+ *  per-lane correction. All products fit i16 pairs → exact i32 lane sums. */
+@inline function dot_q4(p: usize, xp: usize): v128 {
+  const b0 = v128.load8x8_u(p, 2);   // bytes 0..7 → u16 lanes
+  const b1 = v128.load8x8_u(p, 10);  // bytes 8..15
   return i32x4.sub(i32x4.add(
-    i32x4.add(i32x4.dot_i16x8_s(v128.and(b0, m), v128.load8x8_s(xp, 2)),
-      i32x4.dot_i16x8_s(v128.and(b1, m), v128.load8x8_s(xp, 10))),
-    i32x4.add(i32x4.dot_i16x8_s(i16x8.shr_u(b0, 4), v128.load8x8_s(xp, 18)),
-      i32x4.dot_i16x8_s(i16x8.shr_u(b1, 4), v128.load8x8_s(xp, 26)))), v128.load(cp));
+    i32x4.add(i32x4.dot_i16x8_s(b0, v128.load(xp)), i32x4.dot_i16x8_s(b1, v128.load(xp, 16))),
+    i32x4.add(i32x4.dot_i16x8_s(i16x8.shr_u(b0, 4), v128.load(xp, 32)),
+      i32x4.dot_i16x8_s(i16x8.shr_u(b1, 4), v128.load(xp, 48)))), v128.load(xp, 64));
 }
 
 @inline function hsum(acc: v128): f32 {
@@ -65,19 +66,19 @@ export function matvec_q4_0(w: usize, xq: usize, y: usize, cols: i32, r0: i32, r
   const nb = cols >> 5;
   const rs = <usize>nb * 18;
   const dxp = xq + align16(<usize>nb * 34);
-  const cxp = dxp + align16(<usize>nb << 2);
+  const x4p = dxp + align16(<usize>nb << 2);
   const n2 = <usize>(nb & ~1) * 18;
   for (let r = r0; r < r1; r++) {
     let p = w + <usize>r * rs;
     const end = p + rs, end2 = p + n2;
-    let xp = xq, dp = dxp, cp = cxp;
+    let xp = x4p, dp = dxp;
     let acc = f32x4.splat(0), acc2 = f32x4.splat(0);
     while (p < end2) {
-      acc = f32x4.add(acc, f32x4.mul(f32x4.convert_i32x4_s(dot_q4(p, xp, cp)), f32x4.splat(blockScale(p, dp))));
-      acc2 = f32x4.add(acc2, f32x4.mul(f32x4.convert_i32x4_s(dot_q4(p + 18, xp + 34, cp + 16)), f32x4.splat(blockScale(p + 18, dp + 4))));
-      p += 36; xp += 68; dp += 8; cp += 32;
+      acc = f32x4.add(acc, f32x4.mul(f32x4.convert_i32x4_s(dot_q4(p, xp)), f32x4.splat(blockScale(p, dp))));
+      acc2 = f32x4.add(acc2, f32x4.mul(f32x4.convert_i32x4_s(dot_q4(p + 18, xp + 80)), f32x4.splat(blockScale(p + 18, dp + 4))));
+      p += 36; xp += 160; dp += 8;
     }
-    if (p < end) acc = f32x4.add(acc, f32x4.mul(f32x4.convert_i32x4_s(dot_q4(p, xp, cp)), f32x4.splat(blockScale(p, dp))));
+    if (p < end) acc = f32x4.add(acc, f32x4.mul(f32x4.convert_i32x4_s(dot_q4(p, xp)), f32x4.splat(blockScale(p, dp))));
     store<f32>(y + (<usize>r << 2), hsum(f32x4.add(acc, acc2)));
   }
 }

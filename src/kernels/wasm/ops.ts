@@ -9,15 +9,16 @@ import {
 // prepareX. Layouts (byte offsets from xq):
 //   q8_0 (for Q8_0 and Q4_0 weights): nb blocks {f16 d, i8 q[32]} (34 B each, ggml block_q8_0);
 //     then at A = align16(nb·34): f32 dxs[nb] = f32(d)·2^112 (see matvec.ts blockScale);
-//     then at A + align16(4·nb): i32x4 corr[nb], the lane sums pmaddwd(8, q) of each block
-//     (q4_0 dots use unsigned nibbles and subtract this to get Σ(nibble − 8)·q exactly).
+//     for Q4_0 only, then at A + align16(4·nb), 80 B per block: i16 q[0..15],
+//     i16 (q[16+j] − 16·q[j]) for j < 16, and i32x4 corr = lane sums of pmaddwd(8, q) (the −8
+//     nibble offset), the operands of matvec.ts dot_q4.
 //   f16 / bf16: n halves; then at align16(2n): f32[n], the rounded values as f32.
 
 /** ggml quantize_row_q8_0 (x86 AVX path): d = amax/127, id = amax ? 127/amax : 0, q = rne(x·id). */
-export function prepare_q8_0(x: usize, xq: usize, n: i32): void {
+export function prepare_q8_0(x: usize, xq: usize, n: i32, forQ4: i32): void {
   const nb = n >> 5;
   const dxp = xq + align16(<usize>nb * 34);
-  const cxp = dxp + align16(<usize>nb << 2);
+  const x4p = dxp + align16(<usize>nb << 2);
   const eight = i16x8.splat(8);
   for (let b = 0; b < nb; b++) {
     const p = x + (<usize>b << 7);
@@ -45,10 +46,18 @@ export function prepare_q8_0(x: usize, xq: usize, n: i32): void {
     v128.store(o, i8x16.narrow_i16x8_s(i16x8.narrow_i32x4_s(q0, q1), i16x8.narrow_i32x4_s(q2, q3)), 2);
     v128.store(o, i8x16.narrow_i16x8_s(i16x8.narrow_i32x4_s(q4, q5), i16x8.narrow_i32x4_s(q6, q7)), 18);
     store<f32>(dxp + (<usize>b << 2), f16_to_f32(dh) * reinterpret<f32>(0x77800000)); // ·2^112, finite
-    const c = i32x4.add(
-      i32x4.add(i32x4.dot_i16x8_s(eight, v128.load8x8_s(o, 2)), i32x4.dot_i16x8_s(eight, v128.load8x8_s(o, 10))),
-      i32x4.add(i32x4.dot_i16x8_s(eight, v128.load8x8_s(o, 18)), i32x4.dot_i16x8_s(eight, v128.load8x8_s(o, 26))));
-    v128.store(cxp + (<usize>b << 4), c);
+    if (forQ4) {
+      const l0 = v128.load8x8_s(o, 2), l1 = v128.load8x8_s(o, 10), h0 = v128.load8x8_s(o, 18), h1 = v128.load8x8_s(o, 26);
+      const c = i32x4.add(
+        i32x4.add(i32x4.dot_i16x8_s(eight, l0), i32x4.dot_i16x8_s(eight, l1)),
+        i32x4.add(i32x4.dot_i16x8_s(eight, h0), i32x4.dot_i16x8_s(eight, h1)));
+      const d4 = x4p + <usize>b * 80;
+      v128.store(d4, l0);
+      v128.store(d4, l1, 16);
+      v128.store(d4, i16x8.sub(h0, i16x8.shl(l0, 4)), 32);
+      v128.store(d4, i16x8.sub(h1, i16x8.shl(l1, 4)), 48);
+      v128.store(d4, c, 64);
+    }
   }
 }
 
@@ -251,105 +260,5 @@ export function softmax(x: usize, n: i32): void {
   for (let i = 0; i < n; i++) {
     const o = <usize>i << 2;
     store<f32>(x + o, load<f32>(x + o) * inv);
-  }
-}
-
-// ---------------------------------------------------------------------------------------------
-// attention for heads [h0, h1). K/V caches: [pos][nKvHeads·headDim], kvStride elements per
-// position, f32 (kvF16 = 0) or f16 (kvF16 = 1). With f16 K, q is rounded to f16 first (ggml's
-// vec_dot_type for f16), so products are exact. qbuf: per-thread scratch of headDim f32.
-
-@inline function dot_f32(a: usize, b: usize, n: i32): f32 {
-  const n8 = n & ~7;
-  let a0 = f32x4.splat(0), a1 = f32x4.splat(0);
-  let i = 0;
-  for (; i < n8; i += 8) {
-    const o = <usize>i << 2;
-    a0 = f32x4.add(a0, f32x4.mul(v128.load(a + o), v128.load(b + o)));
-    a1 = f32x4.add(a1, f32x4.mul(v128.load(a + o, 16), v128.load(b + o, 16)));
-  }
-  let t: f32 = 0;
-  for (; i < n; i++) t += load<f32>(a + (<usize>i << 2)) * load<f32>(b + (<usize>i << 2));
-  return hsum_f32x4(f32x4.add(a0, a1)) + t;
-}
-
-@inline function dot_f16(q: usize, k: usize, n: i32): f32 {
-  const n8 = n & ~7;
-  let a0 = f32x4.splat(0), a1 = f32x4.splat(0);
-  let i = 0;
-  for (; i < n8; i += 8) {
-    const h = v128.load(k + (<usize>i << 1));
-    const o = <usize>i << 2;
-    a0 = f32x4.add(a0, f32x4.mul(v128.load(q + o), h2f_lo(h)));
-    a1 = f32x4.add(a1, f32x4.mul(v128.load(q + o, 16), h2f_hi(h)));
-  }
-  let t: f32 = 0;
-  for (; i < n; i++) t += load<f32>(q + (<usize>i << 2)) * f16_to_f32(<u32>load<u16>(k + (<usize>i << 1)));
-  return hsum_f32x4(f32x4.add(a0, a1)) + t;
-}
-
-export function attention(q: usize, k: usize, v: usize, out: usize, kvF16: i32, nHeads: i32, nKvHeads: i32,
-  headDim: i32, nPos: i32, kvStride: i32, scratch: usize, qbuf: usize, h0: i32, h1: i32): void {
-  const group = nHeads / nKvHeads;
-  const scale: f32 = <f32>1 / Mathf.sqrt(<f32>headDim);
-  const es: usize = kvF16 ? 2 : 4;
-  const posBytes = <usize>kvStride * es;
-  const n4 = headDim & ~3;
-  for (let h = h0; h < h1; h++) {
-    const kvOff = <usize>(h / group) * <usize>headDim * es;
-    let qh = q + (<usize>h * <usize>headDim << 2);
-    const sc = scratch + (<usize>h * <usize>nPos << 2);
-    if (kvF16) {
-      for (let i = 0; i < headDim; i++) {
-        const o = <usize>i << 2;
-        store<f32>(qbuf + o, f16_to_f32(f32_to_f16(load<f32>(qh + o))));
-      }
-      qh = qbuf;
-    }
-    let m: f32 = -Infinity;
-    for (let t = 0; t < nPos; t++) {
-      const kt = k + <usize>t * posBytes + kvOff;
-      const s = (kvF16 ? dot_f16(qh, kt, headDim) : dot_f32(qh, kt, headDim)) * scale;
-      store<f32>(sc + (<usize>t << 2), s);
-      m = max(m, s);
-    }
-    let sum: f64 = 0;
-    for (let t = 0; t < nPos; t++) {
-      const o = <usize>t << 2;
-      const e = Mathf.exp(load<f32>(sc + o) - m);
-      store<f32>(sc + o, e);
-      sum += <f64>e;
-    }
-    const inv = <f32>(1.0 / sum);
-    const oh = out + (<usize>h * <usize>headDim << 2);
-    memory.fill(oh, 0, <usize>headDim << 2);
-    for (let t = 0; t < nPos; t++) {
-      const p = load<f32>(sc + (<usize>t << 2)) * inv;
-      store<f32>(sc + (<usize>t << 2), p);
-      const pv = f32x4.splat(p);
-      const vt = v + <usize>t * posBytes + kvOff;
-      let i = 0;
-      if (kvF16) {
-        for (; i + 8 <= headDim; i += 8) {
-          const hv = v128.load(vt + (<usize>i << 1));
-          const o = oh + (<usize>i << 2);
-          v128.store(o, f32x4.add(v128.load(o), f32x4.mul(pv, h2f_lo(hv))));
-          v128.store(o, f32x4.add(v128.load(o, 16), f32x4.mul(pv, h2f_hi(hv))), 16);
-        }
-        for (; i < headDim; i++) {
-          const o = oh + (<usize>i << 2);
-          store<f32>(o, load<f32>(o) + p * f16_to_f32(<u32>load<u16>(vt + (<usize>i << 1))));
-        }
-      } else {
-        for (; i < n4; i += 4) {
-          const o = oh + (<usize>i << 2);
-          v128.store(o, f32x4.add(v128.load(o), f32x4.mul(pv, v128.load(vt + (<usize>i << 2)))));
-        }
-        for (; i < headDim; i++) {
-          const o = oh + (<usize>i << 2);
-          store<f32>(o, load<f32>(o) + p * load<f32>(vt + (<usize>i << 2)));
-        }
-      }
-    }
   }
 }

@@ -57,6 +57,17 @@ export function f32_to_f16(f: f32): u32 {
 @inline export function h2f_even(v: v128): v128 {
   return h2f_core(v128.and(i32x4.shl(v, 13), i32x4.splat(0x0fffe000)), v128.and(i32x4.shl(v, 16), i32x4.splat(<i32>0x80000000)));
 }
+/** Fast half → f32 for the even (low) / odd (high) half of each i32 lane: the half's bits are
+ *  placed in an f32 (value·2^-112) and scaled by 2^112. Exact for finite halves; inf/NaN come
+ *  out as large finite numbers, and subnormal halves are correct but hit the x86 slow path for
+ *  subnormal operands. Used for KV-cache reads, where subnormals are rare (weights use the
+ *  exact branch-free h2f_even / h2f_odd). */
+@inline export function h2f_even_fast(v: v128): v128 {
+  return f32x4.mul(v128.and(i32x4.shr_s(i32x4.shl(v, 16), 3), i32x4.splat(<i32>0x8fffe000)), f32x4.splat(reinterpret<f32>(0x77800000)));
+}
+@inline export function h2f_odd_fast(v: v128): v128 {
+  return f32x4.mul(v128.and(i32x4.shr_s(v, 3), i32x4.splat(<i32>0x8fffe000)), f32x4.splat(reinterpret<f32>(0x77800000)));
+}
 @inline export function h2f_odd(v: v128): v128 {
   return h2f_core(v128.and(i32x4.shr_u(v, 3), i32x4.splat(0x0fffe000)), v128.and(v, i32x4.splat(<i32>0x80000000)));
 }
@@ -81,19 +92,6 @@ export function f32_to_f16(f: f32): u32 {
   const t = f32x4.add(v, i32x4.shuffle(v, v, 2, 3, 0, 1));
   const u = f32x4.add(t, i32x4.shuffle(t, t, 1, 0, 3, 2));
   return f32x4.extract_lane(u, 0);
-}
-
-@inline export function hsum_i32x4(v: v128): i32 {
-  const t = i32x4.add(v, i32x4.shuffle(v, v, 2, 3, 0, 1));
-  const u = i32x4.add(t, i32x4.shuffle(t, t, 1, 0, 3, 2));
-  return i32x4.extract_lane(u, 0);
-}
-
-/** [Σs0, Σs1, Σs2, Σs3] for four i32x4 vectors (transpose-and-add). */
-@inline export function hsum4_i32(s0: v128, s1: v128, s2: v128, s3: v128): v128 {
-  const t0 = i32x4.add(i32x4.shuffle(s0, s1, 0, 4, 1, 5), i32x4.shuffle(s0, s1, 2, 6, 3, 7));
-  const t1 = i32x4.add(i32x4.shuffle(s2, s3, 0, 4, 1, 5), i32x4.shuffle(s2, s3, 2, 6, 3, 7));
-  return i32x4.add(i32x4.shuffle(t0, t1, 0, 1, 4, 5), i32x4.shuffle(t0, t1, 2, 3, 6, 7));
 }
 
 @inline export function align16(n: usize): usize {
