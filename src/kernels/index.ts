@@ -159,7 +159,8 @@ export class Compute {
   preparedXBytes(type: number, n: number): number {
     switch (type) {
       case GGMLType.F32: return n * 4;
-      case GGMLType.F16: case GGMLType.BF16: return align16(n * 2) + n * 4;
+      case GGMLType.BF16: return n * 2;
+      case GGMLType.F16: return align16(n * 2) + n * 4;
       case GGMLType.Q8_0: case GGMLType.Q4_0: {
         // q8_0 blocks, then kernel-private data (see src/kernels/wasm/ops.ts prepare_q8_0)
         const nb = n / 32;

@@ -133,37 +133,31 @@ export function matvec_f16(w: usize, xq: usize, y: usize, cols: i32, r0: i32, r1
   }
 }
 
-/** bf16 rows: each i32 lane of 8 packed bf16 holds an even element in its low half and an odd
- *  one in its high half, so shl 16 / and 0xffff0000 give f32 bits directly; the prepared x is
- *  permuted to match (per 8: 4 even, then 4 odd; tail in natural order, see prepare_bf16). */
+/** bf16 rows · bf16 x (ggml's vec_dot_type for BF16): each i32 lane of 8 packed bf16 holds an
+ *  even element in its low half and an odd one in its high half, so shl 16 / and 0xffff0000 give
+ *  the f32 bits directly, for w and x alike; products are exact, accumulation in f32. */
 export function matvec_bf16(w: usize, xq: usize, y: usize, cols: i32, r0: i32, r1: i32): void {
   const rs = <usize>cols << 1;
-  const xf = xq + align16(rs);
   const n16 = <usize>(cols & ~15) << 1, n8 = <usize>(cols & ~7) << 1;
   const hiMask = i32x4.splat(<i32>0xffff0000);
   for (let r = r0; r < r1; r++) {
     let q = w + <usize>r * rs;
     const end = q + rs, end16 = q + n16, end8 = q + n8;
-    let o = xf;
+    let o = xq;
     let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
     while (q < end16) {
       const h0 = v128.load(q), h1 = v128.load(q, 16);
-      a0 = f32x4.add(a0, f32x4.mul(i32x4.shl(h0, 16), v128.load(o)));
-      a1 = f32x4.add(a1, f32x4.mul(v128.and(h0, hiMask), v128.load(o, 16)));
-      a2 = f32x4.add(a2, f32x4.mul(i32x4.shl(h1, 16), v128.load(o, 32)));
-      a3 = f32x4.add(a3, f32x4.mul(v128.and(h1, hiMask), v128.load(o, 48)));
-      q += 32; o += 64;
-    }
-    if (q < end8) {
-      const h0 = v128.load(q);
-      a0 = f32x4.add(a0, f32x4.mul(i32x4.shl(h0, 16), v128.load(o)));
-      a1 = f32x4.add(a1, f32x4.mul(v128.and(h0, hiMask), v128.load(o, 16)));
-      q += 16; o += 32;
+      const x0 = v128.load(o), x1 = v128.load(o, 16);
+      a0 = f32x4.add(a0, f32x4.mul(i32x4.shl(h0, 16), i32x4.shl(x0, 16)));
+      a1 = f32x4.add(a1, f32x4.mul(v128.and(h0, hiMask), v128.and(x0, hiMask)));
+      a2 = f32x4.add(a2, f32x4.mul(i32x4.shl(h1, 16), i32x4.shl(x1, 16)));
+      a3 = f32x4.add(a3, f32x4.mul(v128.and(h1, hiMask), v128.and(x1, hiMask)));
+      q += 32; o += 32;
     }
     let t: f32 = 0;
     while (q < end) {
-      t += reinterpret<f32>(<u32>load<u16>(q) << 16) * load<f32>(o);
-      q += 2; o += 4;
+      t += reinterpret<f32>(<u32>load<u16>(q) << 16) * reinterpret<f32>(<u32>load<u16>(o) << 16);
+      q += 2; o += 2;
     }
     store<f32>(y + (<usize>r << 2), hsum_f32x4(f32x4.add(f32x4.add(a0, a1), f32x4.add(a2, a3))) + t);
   }

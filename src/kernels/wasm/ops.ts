@@ -12,7 +12,9 @@ import {
 //     for Q4_0 only, then at A + align16(4·nb), 80 B per block: i16 q[0..15],
 //     i16 (q[16+j] − 16·q[j]) for j < 16, and i32x4 corr = lane sums of pmaddwd(8, q) (the −8
 //     nibble offset), the operands of matvec.ts dot_q4.
-//   f16 / bf16: n halves; then at align16(2n): f32[n], the rounded values as f32.
+//   bf16: n bf16 values (ggml_bf16_t[n]).
+//   f16: n halves; then at align16(2n): f32[n], the rounded values as f32, permuted per 8 as
+//     [0 2 4 6 1 3 5 7] (tail past the last multiple of 8 in order) for matvec_f16.
 
 /** ggml quantize_row_q8_0 (x86 AVX path): d = amax/127, id = amax ? 127/amax : 0, q = rne(x·id). */
 export function prepare_q8_0(x: usize, xq: usize, n: i32, forQ4: i32): void {
@@ -61,7 +63,7 @@ export function prepare_q8_0(x: usize, xq: usize, n: i32, forQ4: i32): void {
   }
 }
 
-/** f16 halves, then the rounded values as f32, permuted like prepare_bf16's. */
+/** f16 halves, then the rounded values as f32 (permuted, see the layout note above). */
 export function prepare_f16(x: usize, xq: usize, n: i32): void {
   const xf = xq + align16(<usize>n << 1);
   const n8 = n & ~7;
@@ -73,16 +75,9 @@ export function prepare_f16(x: usize, xq: usize, n: i32): void {
   }
 }
 
-/** bf16 halves, then the rounded values as f32 permuted per 8 as [0 2 4 6 1 3 5 7] (the tail
- *  past the last multiple of 8 stays in order) — the order matvec_bf16 consumes them in. */
 export function prepare_bf16(x: usize, xq: usize, n: i32): void {
-  const xf = xq + align16(<usize>n << 1);
-  const n8 = n & ~7;
   for (let i = 0; i < n; i++) {
-    const h = f32_to_bf16(load<f32>(x + (<usize>i << 2)));
-    store<u16>(xq + (<usize>i << 1), <u16>h);
-    const j = i < n8 ? (i & ~7) | ((i & 1) << 2) | ((i & 7) >> 1) : i;
-    store<u32>(xf + (<usize>j << 2), h << 16);
+    store<u16>(xq + (<usize>i << 1), <u16>f32_to_bf16(load<f32>(x + (<usize>i << 2))));
   }
 }
 
