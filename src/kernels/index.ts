@@ -1,6 +1,16 @@
 // WASM SIMD kernels over shared WebAssembly.Memory arenas (see docs/contracts.md, kernels/).
 // The calling thread plus (threads − 1) worker_threads split matvec rows and attention heads;
 // everything else runs on the calling thread. All ops are synchronous.
+//
+// Numerics follow ggml's x86 CPU path: activations are converted to the weight type's
+// vec_dot_type (F32 → f32, F16 → f16 RNE, BF16 → bf16 RNE, Q8_0/Q4_0 → q8_0 blocks quantized as
+// quantize_row_q8_0's AVX code: d = amax/127, id = amax ? 127/amax : 0, q = round-half-even(x·id));
+// quantized dots are exact per-block integer sums scaled by f16(dw)·f16(dx) and accumulated in
+// f32. prepareX writes exactly ggml's layout at xq (q8_0 blocks, f16 or bf16 values); for
+// Q8_0/Q4_0/F16 the kernels' own derived data follows it inside preparedXBytes().
+//
+// Arena layout: the first 64 KiB of every arena are reserved (AssemblyScript's static math
+// tables below 16 KiB, then per-thread kernel scratch); alloc() hands out offsets ≥ 65536.
 import { Worker, MessageChannel, type MessagePort } from 'node:worker_threads';
 import {
   GGMLType, instantiate, runShare, readError, splitRows, scratchSlotBytes, ctlBytes, type KernelExports,
@@ -71,7 +81,8 @@ export interface AttentionParams {
 }
 export interface ComputeOptions {
   threads?: number;           // default 2: the calling thread + 1 worker
-  /** matvec batches with fewer weight bytes than this run on the calling thread only (default 64 KiB) */
+  /** matvec batches with fewer weight bytes (attention: K+V bytes) than this run on the calling
+   *  thread only — waking a worker costs more than it saves (default 64 KiB) */
   minParallelBytes?: number;
   /** polls of the control word before a thread sleeps in Atomics.wait (default 20000) */
   spin?: number;
@@ -127,7 +138,12 @@ export class Compute {
       await Promise.all(workers.map((w) => w.terminate()));
       throw e;
     }
-    for (const w of workers) { w.removeAllListeners(); w.unref(); }
+    for (const w of workers) {
+      w.removeAllListeners();
+      // workers catch errors per op; anything else ends the worker, which dispatch() detects
+      w.on('error', () => {});
+      w.unref();
+    }
     return new Compute(module, workers, sab, ports, opts.minParallelBytes ?? 65536, spin);
   }
 
@@ -318,7 +334,8 @@ export class Compute {
     const P = this.params;
     P[0] = p.q; P[1] = p.k; P[2] = p.v; P[3] = p.out; P[4] = es === 2 ? 1 : 0; P[5] = nHeads; P[6] = nKvHeads;
     P[7] = headDim; P[8] = nPos; P[9] = kvStride; P[10] = p.scratch;
-    if (this.threads === 1 || nHeads === 1) {
+    const kvBytes = 2 * nPos * nKvHeads * headDim * es;
+    if (this.threads === 1 || nHeads === 1 || kvBytes < this.minParallelBytes) {
       this.ctl[W_OP] = OP_ATTN;
       runShare(this.ctl, P, a.k, 0, 1);
     } else {

@@ -6,7 +6,7 @@ import { F32, F16, f32ToF16, f16ToF32, fround, rng } from './ref.js';
 const computes: Compute[] = [];
 after(async () => { await Promise.all(computes.map((c) => c.close())); });
 async function make(threads: number): Promise<{ c: Compute; a: Arena }> {
-  const c = await Compute.create({ threads });
+  const c = await Compute.create({ threads, minParallelBytes: 0 });
   computes.push(c);
   return { c, a: c.createArena(32 << 20) };
 }
