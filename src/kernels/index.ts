@@ -86,6 +86,34 @@ export interface ComputeOptions {
   minParallelBytes?: number;
   /** polls of the control word before a thread sleeps in Atomics.wait (default 20000) */
   spin?: number;
+  /** run every kernel on tiny inputs at creation so V8 tiers them up to optimized code before
+   *  the first real call (a few ms; default true). The compiled code is shared by all threads. */
+  warmUp?: boolean;
+}
+
+function warmUp(module: WebAssembly.Module): void {
+  const memory = new WebAssembly.Memory({ initial: 3, maximum: 3, shared: true });
+  const k = instantiate(module, memory);
+  const f = new Float32Array(memory.buffer as unknown as SharedArrayBuffer, RESERVED_BYTES, 8192);
+  for (let i = 0; i < f.length; i++) f[i] = ((i * 37) % 17) / 17 - 0.5;
+  const B = RESERVED_BYTES, X = B + 8192, XQ = B + 16384, Y = B + 24576, W = B + 32768, S = B + 40960;
+  for (let i = 0; i < 400; i++) {
+    k.prepare_q8_0(X, XQ, 64, i & 1);
+    k.matvec_q8_0(W, XQ, Y, 64, 0, 8);
+    k.matvec_q4_0(W, XQ, Y, 64, 0, 8);
+    k.prepare_f16(X, XQ, 64);
+    k.matvec_f16(W, XQ, Y, 64, 0, 8);
+    k.prepare_bf16(X, XQ, 64);
+    k.matvec_bf16(W, XQ, Y, 64, 0, 8);
+    k.matvec_f32(W, X, Y, 64, 0, 8);
+    k.rmsnorm(X, X, Y, 64, 1e-5);
+    k.silu_mul(X, X, Y, 64);
+    k.add(Y, X, 64);
+    k.softmax(Y, 64);
+    k.store_f16(X, S, 64);
+    k.attention(X, W, W, Y, i & 1, 2, 1, 16, 4, 16, S, SCRATCH_BASE, 4096, 0, 2);
+    k.rope(Y, 2, 16, i, 10000, 16, SCRATCH_BASE);
+  }
 }
 
 export class Compute {
@@ -116,6 +144,7 @@ export class Compute {
     const spin = opts.spin ?? 20000;
     const { default: b64 } = (await import(new URL('./kernels-wasm.js', import.meta.url).href)) as { default: string };
     const module = await WebAssembly.compile(Buffer.from(b64, 'base64'));
+    if (opts.warmUp !== false) warmUp(module);
     const sab = new SharedArrayBuffer(ctlBytes(threads));
     const workers: Worker[] = [];
     const ports: MessagePort[] = [];
