@@ -39,10 +39,16 @@ async function greedy(path: string, f: Fixture, kvType: 'f32' | 'f16'): Promise<
   }
 }
 
-// Tolerances on logits: f32 is the exact-arithmetic case (only summation order differs);
-// f16 / q8_0 / q4_0 additionally round activations (ggml's vec_dot_type), where one flipped
-// rounding moves a logit by ~1e-2.
-const TOL: Record<string, number> = { 'A-f32': 1e-3, 'D-f16': 5e-3, 'B-q8_0': 5e-2, 'C-q4_0': 5e-2 };
+// Tolerances on logits. f32 and f16 weights: only summation order differs, so every step is close.
+// q8_0 / q4_0 round the activations to int8 before each matmul (ggml's vec_dot_type); summation
+// order can flip one rounding now and then, which moves later logits by ~0.05. So for those, most
+// steps must agree to 1e-3 and the rare flipped step stays below 0.15.
+const TOL: Record<string, { step: number; max: number; minCloseSteps: number }> = {
+  'A-f32': { step: 1e-3, max: 1e-3, minCloseSteps: 32 },
+  'D-f16': { step: 5e-3, max: 5e-3, minCloseSteps: 32 }, // ~1e-3 systematic: see the note in the issue
+  'B-q8_0': { step: 1e-3, max: 0.15, minCloseSteps: 28 },
+  'C-q4_0': { step: 1e-3, max: 0.15, minCloseSteps: 28 },
+};
 
 for (const name of ['A-f32', 'B-q8_0', 'C-q4_0', 'D-f16']) {
   test(`golden vs llama.cpp: ${name} greedy ${32} tokens and logits`, async () => {
@@ -50,16 +56,24 @@ for (const name of ['A-f32', 'B-q8_0', 'C-q4_0', 'D-f16']) {
     const path = await synthModelCached(f.synth);
     const r = await greedy(path, f, 'f32');
     assert.deepEqual(r.tokens, f.greedy.tokens, `${name}: greedy tokens differ from llama.cpp`);
-    let maxDiff = 0;
+    const stepDiff: number[] = [];
     if (f.logits) {
       const buf = Buffer.from(f.logits.f32le, 'base64');
       const ref = new Float32Array(buf.buffer, buf.byteOffset, buf.byteLength / 4);
       const [n, vocab] = f.logits.shape;
-      for (let i = 0; i < n; i++) for (let j = 0; j < vocab; j++) maxDiff = Math.max(maxDiff, Math.abs(r.logits[i]![j]! - ref[i * vocab + j]!));
+      for (let i = 0; i < n; i++) {
+        let d = 0;
+        for (let j = 0; j < vocab; j++) d = Math.max(d, Math.abs(r.logits[i]![j]! - ref[i * vocab + j]!));
+        stepDiff.push(d);
+      }
     } else {
-      for (const [i, step] of f.top5!.steps.entries()) for (const [id, v] of step) maxDiff = Math.max(maxDiff, Math.abs(r.logits[i]![id]! - v));
+      for (const [i, step] of f.top5!.steps.entries()) stepDiff.push(Math.max(...step.map(([id, v]) => Math.abs(r.logits[i]![id]! - v))));
     }
-    assert.ok(maxDiff <= TOL[name]!, `${name}: max |Δlogit| vs llama.cpp = ${maxDiff} > ${TOL[name]}`);
+    const tol = TOL[name]!;
+    const maxDiff = Math.max(...stepDiff);
+    const close = stepDiff.filter((d) => d <= tol.step).length;
+    assert.ok(maxDiff <= tol.max, `${name}: max |Δlogit| vs llama.cpp = ${maxDiff} > ${tol.max}`);
+    assert.ok(close >= tol.minCloseSteps, `${name}: only ${close}/${stepDiff.length} steps within ${tol.step} (${stepDiff.map((d) => d.toFixed(4))})`);
   });
 
   test(`golden vs llama.cpp: ${name} with an f16 KV cache`, async (t) => {

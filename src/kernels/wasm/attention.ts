@@ -90,9 +90,18 @@ export function attention(q: usize, k: usize, v: usize, out: usize, kvF16: i32, 
         sum += <f64>e;
       }
       const inv = <f32>(1.0 / sum);
-      for (let t = 0; t < nPos; t++) {
-        const o = <usize>t << 2;
-        store<f32>(sc + o, load<f32>(sc + o) * inv);
+      // With an f16 V cache ggml's non-flash path multiplies V (f16) by the probabilities
+      // converted to V's vec_dot_type (f16): round them the same way.
+      if (kvF16) {
+        for (let t = 0; t < nPos; t++) {
+          const o = <usize>t << 2;
+          store<f32>(sc + o, f16_to_f32(f32_to_f16(load<f32>(sc + o) * inv)));
+        }
+      } else {
+        for (let t = 0; t < nPos; t++) {
+          const o = <usize>t << 2;
+          store<f32>(sc + o, load<f32>(sc + o) * inv);
+        }
       }
     }
     // 4. out = Σ p_t·v_t; accumulators in qbuf (q is no longer needed)
