@@ -9,6 +9,7 @@
 //   kv = string key | u32 type | value;  string = u64 len | bytes;  array = u32 type | u64 n | elems
 //   tensor_info = string name | u32 n_dims | u64 ne[n_dims] | u32 ggml_type | u64 offset (in data)
 
+import { preadFully } from './fsutil.js';
 import * as fs from 'node:fs';
 import { FormatError, NotFoundError, UnsupportedError } from './errors.js';
 import { isSupportedType, typeName } from './ggml-types.js';
@@ -305,15 +306,8 @@ export function readTensorData(path: string, t: TensorInfo, dst: Uint8Array, dst
   }
   const fd = openForRead(path);
   try {
-    let done = 0;
-    while (done < t.bytes) {
-      const n = Math.min(t.bytes - done, 1 << 30);
-      const r = fs.readSync(fd, dst, dstOffset + done, n, t.offset + done);
-      if (r === 0) {
-        throw new FormatError(path, `tensor '${t.name}' data`, `unexpected end of file at offset ${t.offset + done}`);
-      }
-      done += r;
-    }
+    preadFully(fd, dst, dstOffset, t.bytes, t.offset, (pos) =>
+      new FormatError(path, `tensor '${t.name}' data`, `unexpected end of file at offset ${pos}`));
   } finally {
     fs.closeSync(fd);
   }

@@ -10,6 +10,7 @@
 // every offset is checked against the data size, each range against dtype × shape, and the ranges
 // against each other, so a corrupt file gives a FormatError naming the file and the field.
 
+import { preadFully } from './fsutil.js';
 import * as fs from 'node:fs';
 import * as nodePath from 'node:path';
 import { FormatError, NotFoundError } from './errors.js';
@@ -43,12 +44,7 @@ export const ST_INDEX_FILE = 'model.safetensors.index.json';
 /** Reads exactly `length` bytes at `position` of `fd` into dst[dstOffset..]; FormatError on EOF. */
 export function readFully(fd: number, file: string, field: string, position: number, dst: Uint8Array,
   dstOffset: number, length: number): void {
-  let done = 0;
-  while (done < length) {
-    const n = fs.readSync(fd, dst, dstOffset + done, Math.min(length - done, 1 << 30), position + done);
-    if (n === 0) throw new FormatError(file, field, `unexpected end of file at offset ${position + done}`);
-    done += n;
-  }
+  preadFully(fd, dst, dstOffset, length, position, (pos) => new FormatError(file, field, `unexpected end of file at offset ${pos}`));
 }
 
 function openForRead(path: string, what: string): number {
