@@ -25,8 +25,8 @@ export function argmax(x: Float32Array): number {
   return best;
 }
 
-/** mulberry32: small, fast, good enough for sampling; 32-bit state from the seed. */
-function rng(seed: number): () => number {
+/** mulberry32: small, fast, good enough for sampling (and seeded test data); 32-bit state. */
+export function mulberry32(seed: number): () => number {
   let a = seed >>> 0;
   return () => {
     a = (a + 0x6d2b79f5) >>> 0;
@@ -52,7 +52,7 @@ export class Sampler {
     if (!(this.temperature >= 0) || !Number.isFinite(this.temperature)) throw new SamplingError(`temperature must be ≥ 0, got ${o.temperature}`);
     if (!Number.isInteger(this.topK) || this.topK < 0) throw new SamplingError(`top-k must be an integer ≥ 0, got ${o.topK}`);
     if (!(this.topP > 0 && this.topP <= 1)) throw new SamplingError(`top-p must be in (0, 1], got ${o.topP}`);
-    this.rand = rng(o.seed ?? 0);
+    this.rand = mulberry32(o.seed ?? 0);
     this.idx = new Int32Array(vocab);
     this.prob = new Float64Array(vocab);
   }

@@ -1,5 +1,6 @@
 // Seeded mutation smoke test: random byte mutations and truncations of a small valid GGUF must give
 // either a successful parse (after which every tensor can be read) or a FormatError/UnsupportedError.
+import { mulberry32 } from '../../src/engine/sample.js';
 import { after, it } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
@@ -9,16 +10,7 @@ import { GGUFValueType as VT, GGUFWriter, readGGUF, readTensorData } from '../..
 import { FormatError, UnsupportedError } from '../../src/formats/errors.js';
 import { TensorType } from '../../src/formats/ggml-types.js';
 
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const rng = mulberry32;
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'flashlm-gguf-fuzz-'));
 after(() => fs.rmSync(dir, { recursive: true, force: true }));

@@ -1,3 +1,4 @@
+import { mulberry32 } from '../../src/engine/sample.js';
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
@@ -16,16 +17,7 @@ function tmpDir(prefix = 'flashlm-gguf-'): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
 }
 
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const rng = mulberry32;
 
 function randomBytes(n: number, r: () => number): Uint8Array {
   const b = new Uint8Array(n);
