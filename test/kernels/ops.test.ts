@@ -100,7 +100,11 @@ function attentionRef(q: Float32Array, kv: { k: Float64Array; v: Float64Array },
     const m = Math.max(...s);
     let sum = 0;
     for (let t = 0; t < nPos; t++) { s[t] = Math.exp(s[t] - m); sum += s[t]; }
-    for (let t = 0; t < nPos; t++) for (let i = 0; i < headDim; i++) out[h * headDim + i] += (s[t] / sum) * kv.v[t * stride + kh * headDim + i];
+    // with an f16 V cache the probabilities are rounded to f16 first (ggml's vec_dot_type for V)
+    for (let t = 0; t < nPos; t++) {
+      const p = f16 ? f16ToF32(f32ToF16(Math.fround(s[t] / sum))) : s[t] / sum;
+      for (let i = 0; i < headDim; i++) out[h * headDim + i] += p * kv.v[t * stride + kh * headDim + i];
+    }
   }
   return out;
 }
