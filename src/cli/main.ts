@@ -15,7 +15,7 @@ export class UsageError extends Error {
 /** Error names that are the user's problem, not ours: no stack trace unless --verbose. */
 const USER_ERRORS = new Set([
   'UsageError', 'FormatError', 'UnsupportedError', 'NotFoundError', 'ModelConfigError', 'EngineError',
-  'SamplingError', 'SynthOptionsError', 'TokenizerError', 'ArenaFullError', 'ConvertError',
+  'SamplingError', 'SynthOptionsError', 'BudgetError', 'TokenizerError', 'ArenaFullError', 'ConvertError',
 ]);
 
 const HELP = `flashlm — run LLMs bigger than DRAM from Node.js
@@ -24,7 +24,7 @@ usage: flashlm <command> [options]
 
 commands:
   demo                          generate (once, cached) a tiny embedded model and run it
-  run MODEL (-p TEXT | --tokens 1,2,3) [-n N] [--temp T --top-k K --top-p P --seed S] [--json]
+  run MODEL (-p TEXT | --tokens 1,2,3) [-n N] [--temp T --top-k K --top-p P --seed S] [--memory 8GB|50%] [--json]
                                 generate text; MODEL is a GGUF file or an HF safetensors directory
   convert SRC -o OUT.gguf --quant f32|f16|bf16|q8_0|q4_0
                                 write a llama.cpp-loadable GGUF from an HF directory or a GGUF

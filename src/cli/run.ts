@@ -2,6 +2,8 @@
 import { Model } from '../engine/model.js';
 import { ensureDemoModel, DEMO_SYNTH } from '../engine/demo.js';
 import { fmtBytes, Progress } from './progress.js';
+import { describePlan, parseMemory } from '../memory/budget.js';
+import { fileSize } from '../formats/fsutil.js';
 import { intFlag, numFlag, parse, strFlag, UsageError, type Flags } from './main.js';
 
 const RUN_OPTIONS = {
@@ -17,6 +19,7 @@ const RUN_OPTIONS = {
   ctx: { type: 'string' },
   kv: { type: 'string' },
   'no-bos': { type: 'boolean' },
+  memory: { type: 'string' },
 } as const;
 
 interface RunResult {
@@ -56,14 +59,16 @@ async function generateWith(modelPath: string, flags: Flags, promptDefault?: str
   // Reserve only the positions this run can use (the KV cache is the big variable part of memory).
   const ctxFlag = flags.ctx === undefined ? undefined : intFlag(flags, 'ctx', 0, 1, 1 << 22);
   const bar = new Progress('loading', process.stderr, !json);
+  const memory = flags.memory === undefined ? undefined : parseMemory(String(flags.memory), fileSize(modelPath));
   const model = await Model.load(modelPath, {
-    threads, kvType: kv, onProgress: (d, t) => bar.update(d, t),
+    threads, kvType: kv, onProgress: (d, t) => bar.update(d, t), memory,
     ctx: ctxFlag ?? ((cfg, tok) => {
       const len = prompt !== undefined ? tok.encode(prompt, { addBos: flags['no-bos'] ? false : undefined }).length : String(flags.tokens).split(',').length;
       return Math.max(1, Math.min(cfg.ctxLen, len + n));
     }),
   });
   bar.finish();
+  if (model.plan && flags.verbose && !json) process.stderr.write(`${describePlan(model.plan)}\n`);
   const loadMs = performance.now() - t0;
   try {
     const tok = model.tokenizer;
@@ -100,6 +105,7 @@ async function generateWith(modelPath: string, flags: Flags, promptDefault?: str
       ctx: model.ctx,
       memory_bytes: { weights: mem.weights, kv_cache: mem.kv, arenas: mem.arenas },
       peak_rss_bytes: process.resourceUsage().maxRSS * 1024,
+      budget_bytes: model.plan?.budget ?? null,
     };
     return { tokens: out, text, stats, model };
   } catch (e) {
@@ -113,7 +119,7 @@ const round = (x: number) => Math.round(x * 1000) / 1000;
 export async function cmdRun(argv: string[]): Promise<number> {
   const { flags, positionals } = parse(argv, RUN_OPTIONS);
   if (flags.help) {
-    process.stdout.write('usage: flashlm run MODEL (-p TEXT | --tokens 1,2,3) [-n N] [--temp T --top-k K --top-p P --seed S] [--ctx C] [--kv f16|f32] [--threads N] [--no-bos] [--json]\n');
+    process.stdout.write('usage: flashlm run MODEL (-p TEXT | --tokens 1,2,3) [-n N] [--temp T --top-k K --top-p P --seed S] [--ctx C] [--kv f16|f32] [--threads N] [--no-bos] [--memory 8GB|50%] [--verbose] [--json]\n');
     return 0;
   }
   if (positionals.length !== 1) throw new UsageError('run needs exactly one MODEL (a .gguf file or an HF model directory)');

@@ -3,8 +3,9 @@
 import { openModel, type ModelSource } from '../formats/source.js';
 import { TensorType, typeName } from '../formats/ggml-types.js';
 import { Compute } from '../kernels/index.js';
+import { planBudget, RUNTIME_OVERHEAD_BYTES, type BudgetPlan } from '../memory/budget.js';
 import {
-  configFromMetadata, forward, loadWeights, makeCache, makePlans, makeState,
+  configFromMetadata, forward, kvBytesPerLayer, loadWeights, makeCache, makePlans, makeState, stateBytes,
   type KVCache, type LlamaConfig, type LlamaWeights, type RunState,
 } from '../model/llama.js';
 import { tokenizerFromGGUF, tokenizerFromHFDir, type Tokenizer } from '../tokenizer/index.js';
@@ -24,6 +25,9 @@ export interface LoadModelOptions {
   ctx?: number | ((cfg: LlamaConfig, tokenizer: Tokenizer) => number);
   kvType?: 'f16' | 'f32'; // KV cache element type; f16 as llama.cpp
   maxArenaBytes?: number; // testing hook: smaller arenas force the multi-arena path
+  /** DRAM budget in bytes (--memory). RAM mode must fit every weight, the KV cache, activations and
+   * the runtime; otherwise load fails with a BudgetError that gives the numbers. */
+  memory?: number;
   onProgress?: (doneBytes: number, totalBytes: number) => void;
 }
 
@@ -47,6 +51,8 @@ export interface GeneratedToken {
 
 export class Model {
   readonly times: TokenTimes = { prefillMs: 0, decodeMs: 0, decoded: 0, prefilled: 0 };
+  /** The --memory plan, when a budget was given. */
+  plan: BudgetPlan | undefined;
   private pos = 0;
   private plans: ReturnType<typeof makePlans>;
 
@@ -79,13 +85,25 @@ export class Model {
       if (!Number.isInteger(ctx) || ctx < 1) throw new EngineError(`context must be a positive integer, got ${ctx}`);
       if (ctx > cfg.ctxLen) throw new EngineError(`context ${ctx} is longer than the model's training context (${cfg.ctxLen})`);
       const kvType = opts.kvType === 'f32' ? TensorType.F32 : TensorType.F16;
+      let plan: BudgetPlan | undefined;
+      if (opts.memory !== undefined) {
+        const resident = source.tensors.reduce((s, t) => s + t.bytes, 0);
+        const arenas = Math.ceil(resident / (4 * 2 ** 30 - 2 ** 16)) + 1; // layer groups, +1 for packing slack
+        plan = planBudget({
+          budget: opts.memory, overhead: RUNTIME_OVERHEAD_BYTES, resident, ctx,
+          kv: kvBytesPerLayer(cfg, ctx, kvType) * cfg.nLayers,
+          activations: (stateBytes(cfg, ctx, true) + 65536) * arenas, minNeuronCache: 0,
+        });
+      }
       compute = await Compute.create({ threads: opts.threads ?? 2 });
       const weights = loadWeights(cfg, source.tensors, (name, dst) => source.readTensor(name, dst), compute, {
         ctx, kvType, maxArenaBytes: opts.maxArenaBytes, onProgress: opts.onProgress,
       });
       const state = makeState(cfg, weights, ctx);
       const cache = makeCache(cfg, weights, ctx, kvType);
-      return new Model(path, source, cfg, weights, tokenizer, compute, state, cache);
+      const m = new Model(path, source, cfg, weights, tokenizer, compute, state, cache);
+      m.plan = plan;
+      return m;
     } catch (e) {
       source.close();
       await compute?.close();

@@ -1,5 +1,5 @@
 // Small file-system facts for the layers above formats/ (which may not import node:fs themselves).
-import { existsSync, mkdirSync, readSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readSync, statSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 
@@ -12,6 +12,20 @@ export function isDirectory(p: string): boolean {
     return statSync(p).isDirectory();
   } catch {
     return false;
+  }
+}
+
+/** Bytes of a file, or of all files directly inside a directory (an HF model dir). */
+export function fileSize(p: string): number {
+  try {
+    const st = statSync(p);
+    if (!st.isDirectory()) return st.size;
+    return readdirSync(p).reduce((s, f) => {
+      const q = statSync(join(p, f));
+      return s + (q.isFile() ? q.size : 0);
+    }, 0);
+  } catch {
+    return 0;
   }
 }
 

@@ -35,6 +35,9 @@ test('run --json prints tokens, text and stats; --tokens and -p agree', async ()
   assert.equal(j.tokens.length, 8);
   assert.equal(typeof j.text, 'string');
   assert.ok(j.stats.tokens_per_s > 0 && j.stats.ms_per_token.compute > 0);
+  const b = cli('run', m, '-p', 'hello', '-n', '2', '--memory', '1GB', '--json');
+  assert.equal(b.code, 0, b.stderr);
+  assert.equal((JSON.parse(b.stdout) as { stats: { budget_bytes: number } }).stats.budget_bytes, 1e9);
   const ids = cli('run', m, '--tokens', '1,300,301', '-n', '4', '--json');
   assert.equal(ids.code, 0, ids.stderr);
   assert.equal((JSON.parse(ids.stdout) as { tokens: number[] }).tokens.length, 4);
@@ -77,6 +80,8 @@ test('bad input: one-line errors, exit 1, no stack', async () => {
   assertUserError(cli('run', m), /needs a prompt/);
   assertUserError(cli('run', m, '--tokens', '1,99999'), /99999/);
   assertUserError(cli('frobnicate'), /unknown command/);
+  assertUserError(cli('run', m, '-p', 'x', '--memory', '1MB'), /--memory 1\.0 MB is .* too small/);
+  assertUserError(cli('run', m, '-p', 'x', '--memory', 'lots'), /--memory lots/);
   // prompt + n longer than the model's context (64)
   assertUserError(cli('run', m, '-p', 'word '.repeat(80), '-n', '4'), /context/);
   // wrong magic
