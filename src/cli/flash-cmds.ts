@@ -1,6 +1,6 @@
 // CLI pieces for the flash layout: `flashlm verify MODEL` and the inspect lines. (main.ts wires them.)
 import { describeMismatch, verifyModel } from '../formats/checksum.js';
-import { describeFlashLayout } from '../formats/flash-layout.js';
+import { describeFlashLayout, openFlashLayout } from '../formats/flash-layout.js';
 import { readGGUF } from '../formats/gguf.js';
 import { fmtBytes, Progress } from './progress.js';
 import { parse, UsageError } from './main.js';
@@ -16,6 +16,7 @@ export async function cmdVerify(argv: string[]): Promise<number> {
   }
   if (positionals.length !== 1) throw new UsageError('verify needs exactly one MODEL');
   const path = positionals[0]!;
+  openFlashLayout(readGGUF(path)); // layout keys first: a bad key is a FormatError naming it
   const bar = new Progress('verifying', process.stderr, !flags.json);
   const t0 = performance.now();
   const r = verifyModel(path, (d, t) => bar.update(d, t));

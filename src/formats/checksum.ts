@@ -11,9 +11,10 @@
 //   flashlm.checksum.bundle.<l>          u8[32·ceil(n_ff / block_records)]: digest of each block's
 //                                        bytes (block b = records [b·B, min((b+1)·B, n_ff)) of
 //                                        tensor blk.<l>.ffn_bundle)
+//   flashlm.checksum.header              u8[32]: digest of the file bytes [0, data offset) (header,
+//                                        metadata, tensor infos, padding) with this value itself zeroed
 // A per-block digest lets verify name the block, and later lets the engine check a run it just read.
-// Not covered: the header itself (metadata values, tensor infos) and alignment padding; readGGUF
-// already rejects a structurally broken header, and a changed layout key fails openFlashLayout's checks.
+// Not covered: the alignment padding between tensors (never read).
 
 import { createHash, type Hash } from 'node:crypto';
 import * as fs from 'node:fs';
@@ -30,6 +31,7 @@ export const CK = {
   tensors: 'flashlm.checksum.tensors',
   blockRecords: 'flashlm.checksum.bundle_block_records',
   bundle: (l: number): string => `flashlm.checksum.bundle.${l}`,
+  header: 'flashlm.checksum.header',
 } as const;
 
 /** Name of layer l's bundle tensor, and the pattern that recognises one. */
@@ -47,8 +49,9 @@ export function sha256(data: Uint8Array): Uint8Array {
 export const hex = (b: Uint8Array): string => Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('hex');
 
 export interface Mismatch {
-  /** 'tensor': a resident tensor; 'bundle': one block of records of a layer's FFN bundle. */
-  kind: 'tensor' | 'bundle';
+  /** 'tensor': a resident tensor; 'bundle': one block of records of a layer's FFN bundle;
+   * 'header': metadata or tensor infos (tensor = '(header)') */
+  kind: 'tensor' | 'bundle' | 'header';
   tensor: string;
   layer?: number;
   block?: number;
@@ -67,6 +70,38 @@ export interface VerifyResult {
   tensorsChecked: number;
   blocksChecked: number;
   bytesChecked: number;
+}
+
+/**
+ * Index in `head` of the value bytes of metadata `key` (a STRING of `len` bytes, or a UINT8 ARRAY
+ * of `len` elements), found by its encoded prefix u64 len | key | u32 type | [u32 elem type] |
+ * u64 count; -1 unless it occurs exactly once.
+ */
+export function locateValue(head: Uint8Array, key: string, type: number, arrayType: number | undefined, len: number): number {
+  const k = Buffer.from(key, 'utf8');
+  const arr = type === GGUFValueType.ARRAY;
+  const pre = Buffer.alloc(8 + k.length + 4 + (arr ? 12 : 8));
+  pre.writeBigUInt64LE(BigInt(k.length), 0);
+  k.copy(pre, 8);
+  pre.writeUInt32LE(type, 8 + k.length);
+  if (arr) {
+    pre.writeUInt32LE(arrayType!, 12 + k.length);
+    if (arrayType !== GGUFValueType.UINT8) throw new RangeError(`locateValue: '${key}' must be a uint8 array`);
+    pre.writeBigUInt64LE(BigInt(len), 16 + k.length);
+  } else {
+    pre.writeBigUInt64LE(BigInt(len), 12 + k.length); // string length in bytes
+  }
+  const h = Buffer.from(head.buffer, head.byteOffset, head.byteLength);
+  const at = h.indexOf(pre);
+  if (at < 0 || h.indexOf(pre, at + 1) >= 0) return -1;
+  return at + pre.length;
+}
+
+/** Digest of header bytes `head` with the 32 bytes of flashlm.checksum.header's value (at `at`) zeroed. */
+export function headerDigest(head: Uint8Array, at: number): Uint8Array {
+  const copy = new Uint8Array(head);
+  copy.fill(0, at, at + DIGEST_BYTES);
+  return sha256(copy);
 }
 
 const READ_CHUNK = 8 << 20; // bytes per read while hashing (large enough to keep the disk busy)
@@ -135,6 +170,15 @@ export function verifyModel(path: string, onProgress?: (doneBytes: number, total
   };
   const res: VerifyResult = { ok: true, mismatches: [], tensorsChecked: 0, blocksChecked: 0, bytesChecked: 0 };
   try {
+    const head = new Uint8Array(f.dataOffset);
+    if (fs.readSync(fd, head, 0, head.length, 0) !== head.length) throw new FormatError(path, 'header', 'short read');
+    const want = digestArray(f, CK.header, 1);
+    const at = locateValue(head, CK.header, GGUFValueType.ARRAY, GGUFValueType.UINT8, DIGEST_BYTES);
+    if (at < 0) throw new FormatError(path, `metadata key '${CK.header}'`, 'cannot be located in the header');
+    const got = headerDigest(head, at);
+    if (!equal(got, want)) {
+      res.mismatches.push({ kind: 'header', tensor: '(header)', offset: 0, bytes: f.dataOffset, expected: hex(want), actual: hex(got) });
+    }
     resident.forEach((t, i) => {
       const got = hashRange(t.offset, t.bytes, `tensor '${t.name}' data`);
       const want = tensorDigests.subarray(i * DIGEST_BYTES, (i + 1) * DIGEST_BYTES);
@@ -177,7 +221,7 @@ function equal(a: Uint8Array, b: Uint8Array): boolean {
 
 /** One line per mismatch, e.g. "layer 3 bundle block 2 (records 2048..3071) at offset 123 (16 MB): checksum mismatch". */
 export function describeMismatch(m: Mismatch): string {
-  const where = m.kind === 'bundle'
+  const where = m.kind === 'header' ? 'header (metadata and tensor infos)' : m.kind === 'bundle'
     ? `layer ${m.layer} FFN bundle block ${m.block} (tensor '${m.tensor}', records ${m.firstRecord}..)`
     : `tensor '${m.tensor}'`;
   return `${where}, bytes [${m.offset}, ${m.offset + m.bytes}): checksum mismatch (expected ${m.expected.slice(0, 16)}…, got ${m.actual.slice(0, 16)}…)`;

@@ -20,7 +20,7 @@
 //   flashlm.bundle.parts string "gate,up,down" | "up,down";  flashlm.bundle.part_offsets u32[],
 //   flashlm.bundle.part_bytes u32[] (bytes within a record);  flashlm.perm.<l> u32[n_ff]
 //   (placement → original neuron id);  flashlm.source.sha256 string (64 hex, see sourceDigest below);
-//   checksum keys: see checksum.ts.
+//   checksum keys (flashlm.checksum.*): see checksum.ts.
 //
 // Writing is single-pass and atomic: GGUFWriter writes `${out}.flash-<pid>` (itself via a temp file)
 // with zeroed placeholders for the digests (their sizes are known up front), the digests computed
@@ -30,7 +30,7 @@
 import * as fs from 'node:fs';
 import * as nodePath from 'node:path';
 import {
-  BUNDLE_RE, CHECKSUM_ALGO, CK, DEFAULT_BLOCK_RECORDS, DIGEST_BYTES, bundleName, newDigest,
+  BUNDLE_RE, CHECKSUM_ALGO, CK, DEFAULT_BLOCK_RECORDS, DIGEST_BYTES, bundleName, headerDigest, locateValue, newDigest,
 } from './checksum.js';
 import { GGML_QUANT_VERSION, LLAMA_FTYPE, targetType, type QuantName } from './convert.js';
 import { FormatError, UnsupportedError } from './errors.js';
@@ -168,6 +168,7 @@ export function convertToFlashLayout(src: ModelSource, out: string, opts: FlashC
   set(CK.tensorNames, VT.ARRAY, residentNames, VT.STRING);
   set(CK.tensors, VT.ARRAY, new Uint8Array(residentNames.length * DIGEST_BYTES), VT.UINT8);
   set(CK.blockRecords, VT.UINT32, blockRecords);
+  set(CK.header, VT.ARRAY, new Uint8Array(DIGEST_BYTES), VT.UINT8);
   for (const l of layers) set(CK.bundle(l), VT.ARRAY, new Uint8Array(nBlocks * DIGEST_BYTES), VT.UINT8);
 
   // --- data
@@ -222,6 +223,7 @@ export function convertToFlashLayout(src: ModelSource, out: string, opts: FlashC
       // down [dim rows × nFF cols] as f32, so its columns can be gathered
       const di = parts.length - 1;
       const downF = dequantize(srcs[di]!.type, data[di]!, dim * nFF);
+      data[di] = new Uint8Array(0); // the f32 copy replaces it: let the source bytes go early
       const block = new Uint8Array(blockRecords * recordBytes);
       const rowsF = new Float32Array(blockRecords * dim);
       for (let b = 0; b < nBlocks; b++) {
@@ -296,31 +298,24 @@ export function sourceDigest(tensors: readonly TensorInfo[], digests: Map<string
   return h.digest('hex');
 }
 
-/** Overwrites placeholder values in the header of `path` (same sizes), then fsyncs. Each key's
- * encoding (u64 len | key | u32 type | [u32 elem type | u64 count]) must occur exactly once. */
+/** Overwrites the placeholder values in the header of `path` (same sizes), then the header digest
+ * (computed over the final header), then fsyncs. */
 function patchHeader(path: string, meta: Map<string, GGUFKV>, patches: [string, Uint8Array][]): void {
   const f = readGGUF(path);
   const fd = fs.openSync(path, 'r+');
   try {
-    const head = Buffer.alloc(f.dataOffset);
+    const head = new Uint8Array(f.dataOffset);
     fs.readSync(fd, head, 0, head.length, 0);
-    for (const [key, bytes] of patches) {
+    const locate = (key: string, len: number): number => {
       const kv = meta.get(key)!;
-      const k = Buffer.from(key, 'utf8');
-      const pre = Buffer.alloc(8 + k.length + 4 + (kv.type === VT.ARRAY ? 12 : 8));
-      pre.writeBigUInt64LE(BigInt(k.length), 0);
-      k.copy(pre, 8);
-      pre.writeUInt32LE(kv.type, 8 + k.length);
-      if (kv.type === VT.ARRAY) {
-        pre.writeUInt32LE(kv.arrayType!, 12 + k.length);
-        pre.writeBigUInt64LE(BigInt(bytes.length), 16 + k.length);
-      } else {
-        pre.writeBigUInt64LE(BigInt(bytes.length), 12 + k.length); // string length
-      }
-      const at = head.indexOf(pre);
-      if (at < 0 || head.indexOf(pre, at + 1) >= 0) throw new Error(`flash layout: cannot locate metadata '${key}' to patch`);
-      fs.writeSync(fd, bytes, 0, bytes.length, at + pre.length);
-    }
+      const at = locateValue(head, key, kv.type, kv.arrayType, len);
+      if (at < 0) throw new Error(`flash layout: cannot locate metadata '${key}' to patch`);
+      return at;
+    };
+    for (const [key, bytes] of patches) head.set(bytes, locate(key, bytes.length));
+    const hAt = locate(CK.header, DIGEST_BYTES);
+    head.set(headerDigest(head, hAt), hAt);
+    fs.writeSync(fd, head, 0, head.length, 0);
     fs.fsyncSync(fd);
   } finally {
     fs.closeSync(fd);

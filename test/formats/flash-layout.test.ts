@@ -194,3 +194,38 @@ test('a failing source leaves nothing behind', async () => {
   src.close();
   assert.deepEqual(fs.readdirSync(dir), []);
 });
+
+test('non-GLU source (no ffn_gate): records are up row | down column', async () => {
+  const srcPath = await synthModelCached({ ...SYNTH });
+  const dir = testDir('flash-noglu');
+  const src = openModel(srcPath);
+  src.tensors = src.tensors.filter((t) => !t.name.includes('ffn_gate'));
+  const out = path.join(dir, 'f.gguf');
+  convertToFlashLayout(src, out, { quant: 'q8_0' });
+  src.close();
+  const f = readGGUF(out);
+  const L = openFlashLayout(f);
+  assert.deepEqual(L.parts, ['up', 'down']);
+  assert.equal(L.recordBytes, 512); // 2 × 68 B padded
+  const up = f32Of(readGGUF(srcPath), 'blk.0.ffn_up.weight');
+  const bundle = tensorBytesOf(f, 'blk.0.ffn_bundle');
+  const i = 77;
+  assert.deepEqual(bundle.subarray(i * 512, i * 512 + 68), quantize(TensorType.Q8_0, up.subarray(i * 64, (i + 1) * 64)));
+  assert.equal(verifyModel(out).ok, true);
+});
+
+test('verify: a changed metadata value is a header mismatch', async () => {
+  const { flash, dir } = await convertBoth('q4_0', 64);
+  const bad = path.join(dir, 'meta.gguf');
+  fs.copyFileSync(flash.path, bad);
+  const head = fs.readFileSync(bad).subarray(0, flash.dataOffset);
+  const sha = String(flash.metadata.get(FK.sourceSha)!.value);
+  const at = head.indexOf(Buffer.from(sha, 'latin1'));
+  assert.ok(at > 0);
+  const fd = fs.openSync(bad, 'r+');
+  fs.writeSync(fd, Buffer.from(sha[0] === 'a' ? 'b' : 'a'), 0, 1, at);
+  fs.closeSync(fd);
+  const r = verifyModel(bad);
+  assert.equal(r.ok, false);
+  assert.deepEqual(r.mismatches.map((m) => m.kind), ['header']);
+});
