@@ -8,9 +8,10 @@ import { cacheDir } from '../formats/fsutil.js';
 import { Progress } from './progress.js';
 import { numFlag, parse, UsageError } from './main.js';
 
-const USAGE = `usage: flashlm profile-disk [--file F] [--dir D] [--size 1GB] [--seconds 20] [--chunks 4K,64K,1M] [--inflight 1,4,16,64] [--json] [--plot out.svg]
+const USAGE = `usage: flashlm profile-disk [--file F] [--dir D] [--size 1GB] [--seconds 20] [--chunks 4K,64K,1M] [--inflight 1,4,16,64] [--json] [--plot out.svg] [--keep-cache]
   --file F     read an existing big file (e.g. a model), read-only; default: a scratch file of --size in D
   --dir D      where the scratch file goes (default: the cache dir); profile the filesystem that holds the model
+  --keep-cache if O_DIRECT is refused, do not drop the page cache (as root, it is dropped system-wide)
   Run with UV_USE_IO_URING=1 in the environment so reads are submitted through io_uring.
 `;
 
@@ -54,6 +55,7 @@ export async function cmdProfileDisk(argv: string[]): Promise<number> {
   const { flags, positionals } = parse(argv, {
     file: { type: 'string' }, dir: { type: 'string' }, size: { type: 'string' }, seconds: { type: 'string' },
     chunks: { type: 'string' }, inflight: { type: 'string' }, json: { type: 'boolean' }, plot: { type: 'string' },
+    'keep-cache': { type: 'boolean' },
   });
   if (flags.help) {
     process.stdout.write(USAGE);
@@ -81,7 +83,7 @@ export async function cmdProfileDisk(argv: string[]): Promise<number> {
   const profile = await profileDisk({
     file: typeof flags.file === 'string' ? flags.file : undefined,
     dir: typeof flags.dir === 'string' ? flags.dir : undefined,
-    sizeBytes, seconds, chunkSizes, inFlights,
+    sizeBytes, seconds, chunkSizes, inFlights, dropCaches: !flags['keep-cache'],
     onProgress: (d, t, phase) => {
       if (phase.startsWith('writing')) return bar.update(d, t);
       bar.finish();

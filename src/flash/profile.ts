@@ -63,6 +63,8 @@ export interface ProfileOptions {
   seconds?: number;
   chunkSizes?: number[];
   inFlights?: number[];
+  /** When O_DIRECT is refused, drop the whole page cache first (root only; default true). */
+  dropCaches?: boolean;
   /** Force buffered reads (tests). */
   direct?: boolean;
   readFn?: ReadFn;
@@ -163,7 +165,7 @@ export async function profileDisk(opts: ProfileOptions = {}): Promise<DiskProfil
         if (!reader.direct && direct) {
           direct = false;
           warnings.push(reader.warning ?? `${path}: O_DIRECT refused`);
-          warnings.push(dropCaches()
+          warnings.push(opts.dropCaches !== false && dropCaches()
             ? 'buffered reads: dropped the page cache (/proc/sys/vm/drop_caches) before measuring, but reads repeat offsets and hit it again: the profile is NOT trustworthy'
             : 'buffered reads through the page cache, which could not be dropped (not root; Node has no posix_fadvise): the profile is NOT trustworthy');
         } else if (!reader.direct && !warnings.length) {

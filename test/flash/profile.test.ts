@@ -29,7 +29,7 @@ function checkWellFormed(p: DiskProfile, chunks: number[], inFlights: number[]):
 
 test('a tiny run (2 chunk sizes × 2 in-flight, 1 s) gives a well-formed profile, a table and an SVG; scratch file removed', async () => {
   const chunks = [4096, 65536], inFlights = [1, 4];
-  const p = await profileDisk({ dir, sizeBytes: 8 << 20, seconds: 1, chunkSizes: chunks, inFlights });
+  const p = await profileDisk({ dir, sizeBytes: 8 << 20, seconds: 1, chunkSizes: chunks, inFlights, dropCaches: false });
   checkWellFormed(p, chunks, inFlights);
   assert.equal(p.fileBytes, 8 << 20);
   assert.deepEqual(fs.readdirSync(dir).filter((f) => f.includes('scratch')), []);
@@ -116,7 +116,7 @@ test('cmdProfileDisk --json --plot writes the profile to the cache dir and an SV
   const svg = join(dir, 'out.svg');
   const mod = fileURLToPath(new URL('../../src/cli/profile-disk.js', import.meta.url));
   const script = `const { cmdProfileDisk } = await import(${JSON.stringify(mod)}); process.exitCode = await cmdProfileDisk(process.argv.slice(1));`;
-  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script, '--', '--size', '4MiB', '--seconds', '0.3', '--chunks', '4K,16K', '--inflight', '1,2', '--json', '--plot', svg],
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script, '--', '--size', '4MiB', '--seconds', '0.3', '--chunks', '4K,16K', '--inflight', '1,2', '--json', '--plot', svg, '--keep-cache'],
     { env: { ...process.env, FLASHLM_CACHE: cache }, encoding: 'utf8', timeout: 20000 });
   assert.equal(r.status, 0, r.stderr);
   const out = JSON.parse(r.stdout) as DiskProfile & { saved: string };
