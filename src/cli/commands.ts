@@ -2,6 +2,7 @@
 import { synthModel, type SynthOptions } from '../engine/synth.js';
 import { openModel } from '../formats/source.js';
 import { convertModel } from '../formats/convert.js';
+import { convertToFlashLayout, describeFlashLayout } from '../formats/flash-layout.js';
 import { formatMetaValue, readGGUF } from '../formats/gguf.js';
 import { typeName } from '../formats/ggml-types.js';
 import { isDirectory } from '../formats/fsutil.js';
@@ -44,24 +45,27 @@ export async function cmdSynth(argv: string[]): Promise<number> {
 }
 
 export async function cmdConvert(argv: string[]): Promise<number> {
-  const { flags, positionals } = parse(argv, { output: { type: 'string', short: 'o' }, quant: { type: 'string' } });
+  const { flags, positionals } = parse(argv, { output: { type: 'string', short: 'o' }, quant: { type: 'string' }, layout: { type: 'string' } });
   if (flags.help) {
-    process.stdout.write('usage: flashlm convert SRC -o OUT.gguf --quant f32|f16|bf16|q8_0|q4_0   (SRC: HF directory or GGUF)\n');
+    process.stdout.write('usage: flashlm convert SRC -o OUT.gguf --quant f32|f16|bf16|q8_0|q4_0 [--layout standard|flash]   (SRC: HF directory or GGUF)\n');
     return 0;
   }
   if (positionals.length !== 1) throw new UsageError('convert needs exactly one SRC (an HF model directory or a .gguf file)');
   if (typeof flags.output !== 'string') throw new UsageError('convert needs -o OUT.gguf');
   if (flags.quant === undefined) throw new UsageError('convert needs --quant f32|f16|bf16|q8_0|q4_0');
   const quant = strFlag(flags, 'quant', 'q8_0', ['f32', 'f16', 'bf16', 'q8_0', 'q4_0'] as const);
+  const layout = strFlag(flags, 'layout', 'standard', ['standard', 'flash'] as const);
   const srcPath = positionals[0]!;
   const src = openModel(srcPath);
   try {
     const extraMetadata = src.kind === 'hf' ? ggufVocabMetadataFromHFDir(srcPath) : undefined;
     const bar = new Progress('converting');
     const t0 = performance.now();
-    convertModel(src, flags.output, { quant, extraMetadata, onProgress: (d, t) => bar.update(d, t) });
+    const onProgress = (d: number, t: number) => bar.update(d, t);
+    if (layout === 'flash') convertToFlashLayout(src, flags.output, { quant, extraMetadata, onProgress });
+    else convertModel(src, flags.output, { quant, extraMetadata, onProgress });
     bar.finish();
-    process.stderr.write(`wrote ${flags.output} (${quant}) in ${((performance.now() - t0) / 1000).toFixed(1)} s\n`);
+    process.stderr.write(`wrote ${flags.output} (${quant}, ${layout} layout) in ${((performance.now() - t0) / 1000).toFixed(1)} s\n`);
   } finally {
     src.close();
   }
@@ -115,6 +119,11 @@ export async function cmdInspect(argv: string[]): Promise<number> {
     w(`KV cache      ${fmtBytes(kv16)} per position (f16), ${fmtBytes(kv16 * cfg.ctxLen)} at full context`);
     w('metadata');
     for (const [k, kv] of src.metadata) w(`  ${k} = ${formatMetaValue(kv)}`);
+    const flash = gguf ? describeFlashLayout(gguf) : [];
+    if (flash.length) {
+      w('flash layout');
+      for (const l of flash) w(`  ${l}`);
+    }
     if (flags.tensors) {
       w('tensors');
       for (const t of src.tensors) w(`  ${t.name.padEnd(28)} ${typeName(t.type).padEnd(5)} [${t.dims.join(', ')}] ${fmtBytes(t.bytes)}`);

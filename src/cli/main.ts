@@ -4,6 +4,7 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { cmdConvert, cmdInspect, cmdSynth } from './commands.js';
 import { cmdDemo, cmdRun } from './run.js';
+import { cmdVerify } from './flash-cmds.js';
 
 export class UsageError extends Error {
   constructor(message: string) {
@@ -26,8 +27,10 @@ commands:
   demo                          generate (once, cached) a tiny embedded model and run it
   run MODEL (-p TEXT | --tokens 1,2,3) [-n N] [--temp T --top-k K --top-p P --seed S] [--memory 8GB|50%] [--json]
                                 generate text; MODEL is a GGUF file or an HF safetensors directory
-  convert SRC -o OUT.gguf --quant f32|f16|bf16|q8_0|q4_0
-                                write a llama.cpp-loadable GGUF from an HF directory or a GGUF
+  convert SRC -o OUT.gguf --quant f32|f16|bf16|q8_0|q4_0 [--layout standard|flash]
+                                write a llama.cpp-loadable GGUF from an HF directory or a GGUF;
+                                --layout flash bundles each FFN neuron's rows for reading from flash
+  verify MODEL                  check a flash-layout file's per-tensor / per-block checksums
   inspect MODEL                 architecture, shapes, dtypes, sizes
   synth -o OUT [--layers L --hidden D --ffn F --heads H --kv-heads K --vocab V --ctx C
         --dtype f32|f16|q8_0|q4_0 --act silu|relu --seed S --format gguf|safetensors]
@@ -95,6 +98,8 @@ export async function main(argv: string[]): Promise<number> {
         return await cmdInspect(rest);
       case 'synth':
         return await cmdSynth(rest);
+      case 'verify':
+        return await cmdVerify(rest);
       case undefined:
       case 'help':
       case '-h':

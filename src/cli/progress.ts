@@ -24,7 +24,7 @@ export class Progress {
   update(done: number, total: number): void {
     if (this.done) return;
     // Short work needs no bar: start drawing only after half a second.
-    if (performance.now() - this.t0 < 500 && done < total) return;
+    if (performance.now() - this.t0 < 500) return;
     const frac = total > 0 ? Math.min(1, done / total) : 1;
     const now = performance.now();
     const secs = (now - this.t0) / 1000;

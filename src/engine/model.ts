@@ -73,6 +73,9 @@ export class Model {
     const source = openModel(path);
     let compute: Compute | undefined;
     try {
+      if (source.metadata.has('flashlm.layout.version')) {
+        throw new EngineError(`${path} is a flash-layout model (FFN bundled for reading from flash); the engine that streams it is not built yet — convert the source with --layout standard to run it in RAM`);
+      }
       const embd = source.tensors.find((t) => t.name === 'token_embd.weight');
       const cfg = configFromMetadata(source.metadata, embd?.dims[1]);
       for (const t of source.tensors) {

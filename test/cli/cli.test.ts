@@ -70,6 +70,18 @@ test('synth --format safetensors + convert gives a GGUF with the same tokens', a
   assert.deepEqual(run(hf), run(gg));
 });
 
+test('convert --layout flash, inspect shows the layout, verify passes, run says what is missing', async () => {
+  const d = testDir('cli-flash');
+  const out = join(d, 'flash.gguf');
+  const c = cli('convert', await tiny(), '-o', out, '--quant', 'q8_0', '--layout', 'flash');
+  assert.equal(c.code, 0, c.stderr);
+  assert.match(cli('inspect', out).stdout, /flash layout\s+v1: 2 layers × 192 records of 512 B/);
+  const v = cli('verify', out);
+  assert.equal(v.code, 0, v.stdout + v.stderr);
+  assert.match(v.stdout, /^OK /m);
+  assertUserError(cli('run', out, '-p', 'x'), /flash-layout model/);
+});
+
 test('bad input: one-line errors, exit 1, no stack', async () => {
   const m = await tiny();
   const d = testDir('cli-bad');
