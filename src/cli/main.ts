@@ -5,6 +5,7 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { cmdConvert, cmdInspect, cmdSynth } from './commands.js';
 import { cmdDemo, cmdRun } from './run.js';
 import { cmdVerify } from './flash-cmds.js';
+import { cmdProfileDisk } from './profile-disk.js';
 
 export class UsageError extends Error {
   constructor(message: string) {
@@ -16,7 +17,7 @@ export class UsageError extends Error {
 /** Error names that are the user's problem, not ours: no stack trace unless --verbose. */
 const USER_ERRORS = new Set([
   'UsageError', 'FormatError', 'UnsupportedError', 'NotFoundError', 'ModelConfigError', 'EngineError',
-  'SamplingError', 'SynthOptionsError', 'BudgetError', 'TokenizerError', 'ArenaFullError', 'ConvertError',
+  'SamplingError', 'SynthOptionsError', 'BudgetError', 'FlashIOError', 'FlashAlignmentError', 'DiskProfileError', 'TokenizerError', 'ArenaFullError', 'ConvertError',
 ]);
 
 const HELP = `flashlm — run LLMs bigger than DRAM from Node.js
@@ -31,6 +32,10 @@ commands:
                                 write a llama.cpp-loadable GGUF from an HF directory or a GGUF;
                                 --layout flash bundles each FFN neuron's rows for reading from flash
   verify MODEL                  check a flash-layout file's per-tensor / per-block checksums
+  profile-disk [--file F] [--json] [--plot out.svg]
+                                O_DIRECT random-read bandwidth and IOPS vs chunk size and reads in
+                                flight; saved for the flash engine's cost model (run with
+                                UV_USE_IO_URING=1 so libuv submits through io_uring)
   inspect MODEL                 architecture, shapes, dtypes, sizes
   synth -o OUT [--layers L --hidden D --ffn F --heads H --kv-heads K --vocab V --ctx C
         --dtype f32|f16|q8_0|q4_0 --act silu|relu --seed S --format gguf|safetensors]
@@ -100,6 +105,8 @@ export async function main(argv: string[]): Promise<number> {
         return await cmdSynth(rest);
       case 'verify':
         return await cmdVerify(rest);
+      case 'profile-disk':
+        return await cmdProfileDisk(rest);
       case undefined:
       case 'help':
       case '-h':
