@@ -6,11 +6,17 @@ export const GGMLType = { F32: 0, F16: 1, Q4_0: 2, Q8_0: 8, BF16: 30 } as const;
 
 /** Functions exported by the AssemblyScript module (all offsets are byte offsets). */
 export interface KernelExports {
-  matvec_q8_0(w: number, xq: number, y: number, cols: number, r0: number, r1: number): void;
-  matvec_q4_0(w: number, xq: number, y: number, cols: number, r0: number, r1: number): void;
-  matvec_f32(w: number, xq: number, y: number, cols: number, r0: number, r1: number): void;
-  matvec_f16(w: number, xq: number, y: number, cols: number, r0: number, r1: number): void;
-  matvec_bf16(w: number, xq: number, y: number, cols: number, r0: number, r1: number): void;
+  matvec_q8_0(w: number, xq: number, y: number, cols: number, r0: number, r1: number, stride: number): void;
+  matvec_q4_0(w: number, xq: number, y: number, cols: number, r0: number, r1: number, stride: number): void;
+  matvec_f32(w: number, xq: number, y: number, cols: number, r0: number, r1: number, stride: number): void;
+  matvec_f16(w: number, xq: number, y: number, cols: number, r0: number, r1: number, stride: number): void;
+  matvec_bf16(w: number, xq: number, y: number, cols: number, r0: number, r1: number, stride: number): void;
+  /** y = Wᵀh over columns [c0, c1) (q types: blocks [b0, b1)), rows at w + r·stride */
+  matvect_q8_0(w: number, stride: number, h: number, y: number, rows: number, b0: number, b1: number): void;
+  matvect_q4_0(w: number, stride: number, h: number, y: number, rows: number, b0: number, b1: number): void;
+  matvect_f32(w: number, stride: number, h: number, y: number, rows: number, c0: number, c1: number): void;
+  matvect_f16(w: number, stride: number, h: number, y: number, rows: number, c0: number, c1: number): void;
+  matvect_bf16(w: number, stride: number, h: number, y: number, rows: number, c0: number, c1: number): void;
   prepare_q8_0(x: number, xq: number, n: number, forQ4: number): void;
   prepare_f16(x: number, xq: number, n: number): void;
   prepare_bf16(x: number, xq: number, n: number): void;
@@ -53,7 +59,7 @@ export const W_ARENA = 4;
 export const W_NJOBS = 5;
 export const W_DEAD = 6;      // workers that exited
 export const PARAM_BYTE = 256;           // f64 params start here
-export const JOB_F64 = 6;                // type, w, rows, cols, xq, y
+export const JOB_F64 = 7;                // type, w, rows, cols, xq, y, rowStride (bytes)
 export const MAX_JOBS = 64;
 export const ERR_BYTE = 4096;            // per-thread error slots: i32 length + utf-8 text
 export const ERR_SLOT = 1024;
@@ -63,10 +69,19 @@ export const OP_MATVEC = 1;
 export const OP_ATTN = 2;
 export const OP_FAIL = 3;
 export const OP_EXIT = 4;
+export const OP_MATVECT = 5;             // params: type, w, rows, cols, rowStride, h, y
 
 /** Row range of thread t of T for a job with `rows` rows; boundaries are multiples of 4. */
 export function splitRows(rows: number, t: number, T: number): [number, number] {
   const b = (i: number) => (i >= T ? rows : Math.min(rows, Math.round((rows * i) / (T * 4)) * 4));
+  return [b(t), b(t + 1)];
+}
+
+/** Column range of thread t of T for matvecT: q types split whole 32-element blocks, the others
+ *  multiples of 16 elements (the last range ends at cols). */
+export function splitCols(cols: number, quant: boolean, t: number, T: number): [number, number] {
+  const u = quant ? 32 : 16;
+  const b = (i: number) => (i >= T ? cols : Math.min(cols, Math.round((cols * i) / (T * u)) * u));
   return [b(t), b(t + 1)];
 }
 
@@ -85,15 +100,29 @@ export function runShare(ctl: Int32Array, params: Float64Array, k: KernelExports
       const [r0, r1] = splitRows(rows, t, T);
       if (r0 >= r1) continue;
       const type = params[o];
-      const w = params[o + 1], cols = params[o + 3], xq = params[o + 4], y = params[o + 5];
+      const w = params[o + 1], cols = params[o + 3], xq = params[o + 4], y = params[o + 5], rs = params[o + 6];
       switch (type) {
-        case GGMLType.Q8_0: k.matvec_q8_0(w, xq, y, cols, r0, r1); break;
-        case GGMLType.Q4_0: k.matvec_q4_0(w, xq, y, cols, r0, r1); break;
-        case GGMLType.F32: k.matvec_f32(w, xq, y, cols, r0, r1); break;
-        case GGMLType.F16: k.matvec_f16(w, xq, y, cols, r0, r1); break;
-        case GGMLType.BF16: k.matvec_bf16(w, xq, y, cols, r0, r1); break;
+        case GGMLType.Q8_0: k.matvec_q8_0(w, xq, y, cols, r0, r1, rs); break;
+        case GGMLType.Q4_0: k.matvec_q4_0(w, xq, y, cols, r0, r1, rs); break;
+        case GGMLType.F32: k.matvec_f32(w, xq, y, cols, r0, r1, rs); break;
+        case GGMLType.F16: k.matvec_f16(w, xq, y, cols, r0, r1, rs); break;
+        case GGMLType.BF16: k.matvec_bf16(w, xq, y, cols, r0, r1, rs); break;
         default: throw new Error(`matvec: unsupported type ${type}`);
       }
+    }
+  } else if (op === OP_MATVECT) {
+    const p = params;
+    const type = p[0], w = p[1], rows = p[2], cols = p[3], rs = p[4], h = p[5], y = p[6];
+    const quant = type === GGMLType.Q8_0 || type === GGMLType.Q4_0;
+    const [c0, c1] = splitCols(cols, quant, t, T);
+    if (c0 >= c1) return;
+    switch (type) {
+      case GGMLType.Q8_0: k.matvect_q8_0(w, rs, h, y, rows, c0 / 32, c1 / 32); break;
+      case GGMLType.Q4_0: k.matvect_q4_0(w, rs, h, y, rows, c0 / 32, c1 / 32); break;
+      case GGMLType.F32: k.matvect_f32(w, rs, h, y, rows, c0, c1); break;
+      case GGMLType.F16: k.matvect_f16(w, rs, h, y, rows, c0, c1); break;
+      case GGMLType.BF16: k.matvect_bf16(w, rs, h, y, rows, c0, c1); break;
+      default: throw new Error(`matvecT: unsupported type ${type}`);
     }
   } else if (op === OP_ATTN) {
     const p = params;

@@ -15,7 +15,7 @@ import { Worker, MessageChannel, type MessagePort } from 'node:worker_threads';
 import {
   GGMLType, instantiate, runShare, readError, splitRows, scratchSlotBytes, ctlBytes, type KernelExports,
   RESERVED_BYTES, SCRATCH_BASE, W_SEQ, W_DONE, W_ERRS, W_OP, W_ARENA, W_NJOBS, W_DEAD, PARAM_BYTE, ERR_BYTE, ERR_SLOT,
-  JOB_F64, MAX_JOBS, OP_MATVEC, OP_ATTN, OP_FAIL, OP_EXIT,
+  JOB_F64, MAX_JOBS, OP_MATVEC, OP_MATVECT, OP_ATTN, OP_FAIL, OP_EXIT,
 } from './exec.js';
 
 export { GGMLType } from './exec.js';
@@ -36,6 +36,12 @@ export function rowBytes(type: number, cols: number): number {
     case GGMLType.Q4_0: return (cols / 32) * 18;
     default: throw new RangeError(`kernels: unsupported GGML type ${type}`);
   }
+}
+
+function stride(rowStride: number | undefined, rb: number, what: string): number {
+  if (rowStride === undefined) return rb;
+  if (!Number.isInteger(rowStride) || rowStride < rb) throw new RangeError(`${what}: rowStride ${rowStride} is not an integer ≥ the row size ${rb}`);
+  return rowStride;
 }
 
 const PAGE = 65536;
@@ -74,7 +80,15 @@ export class Arena {
   i8(off: number, len: number): Int8Array { return new Int8Array(this.buf, off, len); }
 }
 
-export interface MatvecJob { type: number; w: number; rows: number; cols: number; xq: number; y: number }
+export interface MatvecJob {
+  type: number; w: number; rows: number; cols: number; xq: number; y: number;
+  /** bytes from one row to the next (default: the packed row size rowBytes(type, cols)); row r
+   *  starts at w + r·rowStride. Must be an integer ≥ the packed row size. Same numerics. */
+  rowStride?: number;
+}
+/** y = Wᵀh: y[c] = Σ_r h[r]·W[r,c]. W: `rows` rows of `cols` elements of `type` in GGML layout,
+ *  row r at w + r·rowStride (default the packed row size); h f32 [rows]; y f32 [cols], overwritten. */
+export interface MatvecTParams { type: number; w: number; rows: number; cols: number; rowStride?: number; h: number; y: number }
 export interface AttentionParams {
   q: number; k: number; v: number; out: number; kvType: number; nHeads: number; nKvHeads: number;
   headDim: number; nPos: number; kvStride: number; scratch: number;
@@ -99,13 +113,18 @@ function warmUp(module: WebAssembly.Module): void {
   const B = RESERVED_BYTES, X = B + 8192, XQ = B + 16384, Y = B + 24576, W = B + 32768, S = B + 40960;
   for (let i = 0; i < 400; i++) {
     k.prepare_q8_0(X, XQ, 64, i & 1);
-    k.matvec_q8_0(W, XQ, Y, 64, 0, 8);
-    k.matvec_q4_0(W, XQ, Y, 64, 0, 8);
+    k.matvec_q8_0(W, XQ, Y, 64, 0, 8, 68);
+    k.matvec_q4_0(W, XQ, Y, 64, 0, 8, 36);
     k.prepare_f16(X, XQ, 64);
-    k.matvec_f16(W, XQ, Y, 64, 0, 8);
+    k.matvec_f16(W, XQ, Y, 64, 0, 8, 128);
     k.prepare_bf16(X, XQ, 64);
-    k.matvec_bf16(W, XQ, Y, 64, 0, 8);
-    k.matvec_f32(W, X, Y, 64, 0, 8);
+    k.matvec_bf16(W, XQ, Y, 64, 0, 8, 128);
+    k.matvec_f32(W, X, Y, 64, 0, 8, 256);
+    k.matvect_q8_0(W, 68, X, Y, 8, 0, 2);
+    k.matvect_q4_0(W, 36, X, Y, 8, 0, 2);
+    k.matvect_f32(W, 256, X, Y, 8, 0, 64);
+    k.matvect_f16(W, 128, X, Y, 8, 0, 64);
+    k.matvect_bf16(W, 128, X, Y, 8, 0, 64);
     k.rmsnorm(X, X, Y, 64, 1e-5);
     k.silu_mul(X, X, Y, 64);
     k.add(Y, X, 64);
@@ -242,7 +261,8 @@ export class Compute {
         throw new RangeError(`matvec: cols=${j.cols} is not a multiple of 32`);
       }
       const rb = rowBytes(j.type, j.cols);
-      this.check(a, j.w, rb * j.rows, 'matvec w');
+      const rs = stride(j.rowStride, rb, 'matvec');
+      this.check(a, j.w, j.rows > 0 ? (j.rows - 1) * rs + rb : 0, 'matvec w');
       this.check(a, j.xq, this.preparedXBytes(j.type, j.cols), 'matvec xq');
       this.check(a, j.y, j.rows * 4, 'matvec y');
       bytes += rb * j.rows;
@@ -263,7 +283,38 @@ export class Compute {
     for (let j = 0; j < n; j++) {
       const job = jobs[from + j], o = j * JOB_F64;
       p[o] = job.type; p[o + 1] = job.w; p[o + 2] = job.rows; p[o + 3] = job.cols; p[o + 4] = job.xq; p[o + 5] = job.y;
+      p[o + 6] = job.rowStride ?? rowBytes(job.type, job.cols);
     }
+  }
+
+  /**
+   * y = Wᵀh, y[c] = Σ_r h[r]·W[r,c] (f32 out, overwritten) — e.g. an FFN down projection stored
+   * as columns (row i of W = down column i). Q8_0/Q4_0 blocks are dequantized as d·q and
+   * h[r]·d·q is accumulated in f32; F16/BF16 are converted exactly to f32.
+   * Rows with h[r] == 0 exactly (±0) are skipped: their weight bytes are never read, so ReLU or
+   * thresholded sparsity in h saves memory traffic. NaN in h is not skipped.
+   * Threads split the columns (whole 32-element blocks for Q8_0/Q4_0, multiples of 16 elements
+   * otherwise) and each streams its slice of every row; each y[c] is accumulated over r in order
+   * by one thread, so the result is bit-identical for any thread count.
+   */
+  matvecT(a: Arena, p: MatvecTParams): void {
+    this.live();
+    const { type, rows, cols } = p;
+    if (!Number.isInteger(rows) || !Number.isInteger(cols) || rows < 0 || cols <= 0) {
+      throw new RangeError(`matvecT: bad shape ${rows}×${cols}`);
+    }
+    const quant = type === GGMLType.Q8_0 || type === GGMLType.Q4_0;
+    if (quant && cols % 32) throw new RangeError(`matvecT: cols=${cols} is not a multiple of 32`);
+    const rb = rowBytes(type, cols);
+    const rs = stride(p.rowStride, rb, 'matvecT');
+    this.check(a, p.w, rows > 0 ? (rows - 1) * rs + rb : 0, 'matvecT w');
+    this.check(a, p.h, rows * 4, 'matvecT h');
+    this.check(a, p.y, cols * 4, 'matvecT y');
+    const P = this.params;
+    P[0] = type; P[1] = p.w; P[2] = rows; P[3] = cols; P[4] = rs; P[5] = p.h; P[6] = p.y;
+    this.ctl[W_OP] = OP_MATVECT;
+    if (this.threads === 1 || rb * rows < this.minParallelBytes || cols <= (quant ? 32 : 16)) runShare(this.ctl, P, a.k, 0, 1);
+    else this.dispatch(a, OP_MATVECT);
   }
 
   /** Runs the op in the control block on all threads (the caller does share 0); throws worker errors. */

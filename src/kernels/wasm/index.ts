@@ -6,3 +6,4 @@ export {
   dequant_bf16, rmsnorm, rope, store_f16, silu_mul, relu_mul, add, softmax,
 } from './ops';
 export { attention } from './attention';
+export { matvect_q8_0, matvect_q4_0, matvect_f32, matvect_f16, matvect_bf16 } from './matvect';

@@ -1,5 +1,6 @@
 // Matrix × vector kernels over GGML row layouts. Each computes rows [r0, r1) of y = W·x, with
-// W starting at byte offset w (row 0) and x already in the weight type's vec_dot format
+// W starting at byte offset w (row 0), row r at w + r·stride (stride ≥ the packed row size; the
+// packed size reproduces the plain layout, anything larger skips padding / other data), and x already in the weight type's vec_dot format
 // (see prepare.ts for the prepared-x layouts). y is f32, indexed by absolute row.
 import { align16, f16_to_f32, hsum_f32x4, h2f_even, h2f_odd } from './util';
 
@@ -42,13 +43,13 @@ import { align16, f16_to_f32, hsum_f32x4, h2f_even, h2f_odd } from './util';
   return f32x4.extract_lane(t, 0) + f32x4.extract_lane(t, 1);
 }
 
-export function matvec_q8_0(w: usize, xq: usize, y: usize, cols: i32, r0: i32, r1: i32): void {
+export function matvec_q8_0(w: usize, xq: usize, y: usize, cols: i32, r0: i32, r1: i32, stride: usize): void {
   const nb = cols >> 5;
   const rs = <usize>nb * 34;
   const dxp = xq + align16(rs);
   const n2 = <usize>(nb & ~1) * 34;
   for (let r = r0; r < r1; r++) {
-    let p = w + <usize>r * rs;
+    let p = w + <usize>r * stride;
     const end = p + rs, end2 = p + n2;
     let xp = xq, dp = dxp;
     let acc = f32x4.splat(0), acc2 = f32x4.splat(0);
@@ -62,14 +63,14 @@ export function matvec_q8_0(w: usize, xq: usize, y: usize, cols: i32, r0: i32, r
   }
 }
 
-export function matvec_q4_0(w: usize, xq: usize, y: usize, cols: i32, r0: i32, r1: i32): void {
+export function matvec_q4_0(w: usize, xq: usize, y: usize, cols: i32, r0: i32, r1: i32, stride: usize): void {
   const nb = cols >> 5;
   const rs = <usize>nb * 18;
   const dxp = xq + align16(<usize>nb * 34);
   const x4p = dxp + align16(<usize>nb << 2);
   const n2 = <usize>(nb & ~1) * 18;
   for (let r = r0; r < r1; r++) {
-    let p = w + <usize>r * rs;
+    let p = w + <usize>r * stride;
     const end = p + rs, end2 = p + n2;
     let xp = x4p, dp = dxp;
     let acc = f32x4.splat(0), acc2 = f32x4.splat(0);
@@ -87,11 +88,10 @@ export function matvec_q4_0(w: usize, xq: usize, y: usize, cols: i32, r0: i32, r
 // f32 / f16 / bf16 weights. x is f32 (for f16/bf16: the values after rounding to the half type,
 // stored right after the halves, so products are exact and only the accumulation rounds).
 
-export function matvec_f32(w: usize, x: usize, y: usize, cols: i32, r0: i32, r1: i32): void {
-  const rs = <usize>cols << 2;
+export function matvec_f32(w: usize, x: usize, y: usize, cols: i32, r0: i32, r1: i32, stride: usize): void {
   const n16 = cols & ~15;
   for (let r = r0; r < r1; r++) {
-    const p = w + <usize>r * rs;
+    const p = w + <usize>r * stride;
     let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
     let i = 0;
     for (; i < n16; i += 16) {
@@ -109,12 +109,12 @@ export function matvec_f32(w: usize, x: usize, y: usize, cols: i32, r0: i32, r1:
 
 /** f16 rows: even/odd elements of each i32 lane converted in place (see h2f_even/odd); the
  *  prepared x is permuted like for bf16. */
-export function matvec_f16(w: usize, xq: usize, y: usize, cols: i32, r0: i32, r1: i32): void {
+export function matvec_f16(w: usize, xq: usize, y: usize, cols: i32, r0: i32, r1: i32, stride: usize): void {
   const rs = <usize>cols << 1;
   const xf = xq + align16(rs);
   const n8 = <usize>(cols & ~7) << 1;
   for (let r = r0; r < r1; r++) {
-    let q = w + <usize>r * rs;
+    let q = w + <usize>r * stride;
     const end = q + rs, end8 = q + n8;
     let o = xf;
     let a0 = f32x4.splat(0), a1 = f32x4.splat(0);
@@ -136,12 +136,12 @@ export function matvec_f16(w: usize, xq: usize, y: usize, cols: i32, r0: i32, r1
 /** bf16 rows · bf16 x (ggml's vec_dot_type for BF16): each i32 lane of 8 packed bf16 holds an
  *  even element in its low half and an odd one in its high half, so shl 16 / and 0xffff0000 give
  *  the f32 bits directly, for w and x alike; products are exact, accumulation in f32. */
-export function matvec_bf16(w: usize, xq: usize, y: usize, cols: i32, r0: i32, r1: i32): void {
+export function matvec_bf16(w: usize, xq: usize, y: usize, cols: i32, r0: i32, r1: i32, stride: usize): void {
   const rs = <usize>cols << 1;
   const n16 = <usize>(cols & ~15) << 1, n8 = <usize>(cols & ~7) << 1;
   const hiMask = i32x4.splat(<i32>0xffff0000);
   for (let r = r0; r < r1; r++) {
-    let q = w + <usize>r * rs;
+    let q = w + <usize>r * stride;
     const end = q + rs, end16 = q + n16, end8 = q + n8;
     let o = xq;
     let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
