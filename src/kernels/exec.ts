@@ -12,8 +12,8 @@ export interface KernelExports {
   matvec_f16(w: number, xq: number, y: number, cols: number, r0: number, r1: number, stride: number): void;
   matvec_bf16(w: number, xq: number, y: number, cols: number, r0: number, r1: number, stride: number): void;
   /** y = Wᵀh over columns [c0, c1) (q types: blocks [b0, b1)), rows at w + r·stride */
-  matvect_q8_0(w: number, stride: number, h: number, y: number, rows: number, b0: number, b1: number): void;
-  matvect_q4_0(w: number, stride: number, h: number, y: number, rows: number, b0: number, b1: number): void;
+  matvect_q8_0(w: number, stride: number, h: number, y: number, rows: number, b0: number, b1: number, quad: number): void;
+  matvect_q4_0(w: number, stride: number, h: number, y: number, rows: number, b0: number, b1: number, quad: number): void;
   matvect_f32(w: number, stride: number, h: number, y: number, rows: number, c0: number, c1: number): void;
   matvect_f16(w: number, stride: number, h: number, y: number, rows: number, c0: number, c1: number): void;
   matvect_bf16(w: number, stride: number, h: number, y: number, rows: number, c0: number, c1: number): void;
@@ -117,8 +117,8 @@ export function runShare(ctl: Int32Array, params: Float64Array, k: KernelExports
     const [c0, c1] = splitCols(cols, quant, t, T);
     if (c0 >= c1) return;
     switch (type) {
-      case GGMLType.Q8_0: k.matvect_q8_0(w, rs, h, y, rows, c0 / 32, c1 / 32); break;
-      case GGMLType.Q4_0: k.matvect_q4_0(w, rs, h, y, rows, c0 / 32, c1 / 32); break;
+      case GGMLType.Q8_0: k.matvect_q8_0(w, rs, h, y, rows, c0 / 32, c1 / 32, T > 1 ? 1 : 0); break;
+      case GGMLType.Q4_0: k.matvect_q4_0(w, rs, h, y, rows, c0 / 32, c1 / 32, T > 1 ? 1 : 0); break;
       case GGMLType.F32: k.matvect_f32(w, rs, h, y, rows, c0, c1); break;
       case GGMLType.F16: k.matvect_f16(w, rs, h, y, rows, c0, c1); break;
       case GGMLType.BF16: k.matvect_bf16(w, rs, h, y, rows, c0, c1); break;

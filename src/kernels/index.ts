@@ -120,8 +120,8 @@ function warmUp(module: WebAssembly.Module): void {
     k.prepare_bf16(X, XQ, 64);
     k.matvec_bf16(W, XQ, Y, 64, 0, 8, 128);
     k.matvec_f32(W, X, Y, 64, 0, 8, 256);
-    k.matvect_q8_0(W, 68, X, Y, 8, 0, 2);
-    k.matvect_q4_0(W, 36, X, Y, 8, 0, 2);
+    k.matvect_q8_0(W, 68, X, Y, 8, 0, 2, i & 1);
+    k.matvect_q4_0(W, 36, X, Y, 8, 0, 2, i & 1);
     k.matvect_f32(W, 256, X, Y, 8, 0, 64);
     k.matvect_f16(W, 128, X, Y, 8, 0, 64);
     k.matvect_bf16(W, 128, X, Y, 8, 0, 64);
