@@ -159,10 +159,13 @@ test('matvecT skips rows with h == 0 (their bytes are never read: NaN weights do
 });
 
 test('matvecT / matvec rowStride: FFN records [gate | up | down], gate and up as two jobs', async () => {
-  const x = await make(2);
+  for (const threads of [1, 2]) for (const rows of [1, 37, 96]) await recordCase(await make(threads), rows);
+});
+
+async function recordCase(x: Ctx, rows: number) {
   const { c, a } = x;
-  const r = rng(5150);
-  const dim = 256, rows = 96;
+  const r = rng(5150 + rows);
+  const dim = 256;
   for (const type of TYPES) {
     const rb = rowBytesRef(type, dim);
     const rec = Math.ceil((3 * rb) / 512) * 512;
@@ -191,7 +194,7 @@ test('matvecT / matvec rowStride: FFN records [gate | up | down], gate and up as
     const want = runT(x, type, parts[2], rows, dim, h);
     for (let i = 0; i < dim; i++) assert.ok(Object.is(yt[i], want[i]), `type ${type} down col ${i}`);
   }
-});
+}
 
 test('matvecT / rowStride argument checks', async () => {
   const x = await make(1);
