@@ -6,6 +6,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { synthModel, type SynthOptions } from '../src/engine/synth.js';
+import { openModel } from '../src/formats/source.js';
+import { convertToFlashLayout } from '../src/formats/flash-layout.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url)); // dist/test/ → repo root
 
@@ -27,4 +29,19 @@ export async function synthModelCached(o: SynthOptions): Promise<string> {
   const path = join(dir, o.format === 'safetensors' ? `synth-${key}` : `synth-${key}.gguf`);
   if (!existsSync(path)) synthModel(o, path);
   return path;
+}
+
+/** A synth model converted to the flash layout (FFN as row-column bundles), generated once. */
+export async function flashLayoutCached(o: SynthOptions, quant: 'f32' | 'q8_0' | 'q4_0' | 'f16'): Promise<string> {
+  const src = await synthModelCached(o);
+  const out = src.replace(/\.gguf$/, `.flash-${quant}.gguf`);
+  if (!existsSync(out)) {
+    const m = openModel(src);
+    try {
+      convertToFlashLayout(m, out, { quant });
+    } finally {
+      m.close();
+    }
+  }
+  return out;
 }

@@ -1,12 +1,14 @@
 // A loaded model: source file → config → weights in arenas → KV cache → prefill / decodeOne / generate.
 // The small verbs (prefill, decodeOne, sample) are what the CLI, the server and the tests drive.
 import { openModel, type ModelSource } from '../formats/source.js';
+import { readGGUF } from '../formats/gguf.js';
+import { openFlashLayout } from '../formats/flash-layout.js';
 import { TensorType, typeName } from '../formats/ggml-types.js';
 import { Compute } from '../kernels/index.js';
 import { planBudget, RUNTIME_OVERHEAD_BYTES, type BudgetPlan } from '../memory/budget.js';
 import {
   configFromMetadata, forward, kvBytesPerLayer, loadWeights, makeCache, makePlans, makeState, stateBytes,
-  type KVCache, type LlamaConfig, type LlamaWeights, type RunState,
+  type BundleLayout, type KVCache, type LlamaConfig, type LlamaWeights, type RunState,
 } from '../model/llama.js';
 import { tokenizerFromGGUF, tokenizerFromHFDir, type Tokenizer } from '../tokenizer/index.js';
 import { Sampler, type SamplingOptions } from './sample.js';
@@ -73,12 +75,21 @@ export class Model {
     const source = openModel(path);
     let compute: Compute | undefined;
     try {
-      if (source.metadata.has('flashlm.layout.version')) {
-        throw new EngineError(`${path} is a flash-layout model (FFN bundled for reading from flash); the engine that streams it is not built yet — convert the source with --layout standard to run it in RAM`);
+      // Flash-layout files keep the FFN as row-column bundles; in RAM mode they are loaded whole.
+      let bundles: BundleLayout | undefined;
+      if (source.kind === 'gguf' && source.metadata.has('flashlm.layout.version')) {
+        const fl = openFlashLayout(readGGUF(path));
+        const part = (name: string) => {
+          const i = fl.parts.indexOf(name);
+          if (i < 0) throw new EngineError(`${path}: flash layout without a '${name}' part is not supported (parts: ${fl.parts.join(',')})`);
+          return fl.partOffsets[i]!;
+        };
+        bundles = { recordBytes: fl.recordBytes, type: fl.dtype, gateOff: part('gate'), upOff: part('up'), downOff: part('down') };
       }
       const embd = source.tensors.find((t) => t.name === 'token_embd.weight');
       const cfg = configFromMetadata(source.metadata, embd?.dims[1]);
       for (const t of source.tensors) {
+        if (bundles && t.name.endsWith('.ffn_bundle')) continue;
         if (![TensorType.F32, TensorType.F16, TensorType.BF16, TensorType.Q8_0, TensorType.Q4_0].includes(t.type as TensorType)) {
           throw new EngineError(`${path}: tensor '${t.name}' has type ${typeName(t.type)}, which flashlm cannot compute with (supported: f32, f16, bf16, q8_0, q4_0); convert it with \`flashlm convert\``);
         }
@@ -100,7 +111,7 @@ export class Model {
       }
       compute = await Compute.create({ threads: opts.threads ?? 2 });
       const weights = loadWeights(cfg, source.tensors, (name, dst) => source.readTensor(name, dst), compute, {
-        ctx, kvType, maxArenaBytes: opts.maxArenaBytes, onProgress: opts.onProgress,
+        ctx, kvType, maxArenaBytes: opts.maxArenaBytes, onProgress: opts.onProgress, bundles,
       });
       const state = makeState(cfg, weights, ctx);
       const cache = makeCache(cfg, weights, ctx, kvType);

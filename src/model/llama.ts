@@ -93,9 +93,31 @@ export interface LayerWeights {
   wv: Mat; // [nKvHeads·headDim × dim]
   wo: Mat; // [dim × nHeads·headDim]
   ffnNorm: number; // f32 [dim]
-  gate: Mat; // [ffnDim × dim]
+  gate: Mat; // [ffnDim × dim] (unused when `bundle` is set)
   up: Mat; // [ffnDim × dim]
   down: Mat; // [dim × ffnDim]
+  /** Flash layout: the FFN as ffnDim row-column bundles [gate row | up row | down column]. */
+  bundle?: Bundle;
+}
+
+/** One layer's FFN stored as records (see formats/flash-layout.ts). Row order does not change y. */
+export interface Bundle {
+  off: number; // byte offset of record 0 in the layer's arena
+  n: number; // records (neurons)
+  recordBytes: number;
+  type: number; // GGML type of each part (dim elements)
+  gateOff: number; // byte offset of the gate part within a record
+  upOff: number;
+  downOff: number;
+}
+
+/** How a flash-layout file stores its FFN (from flashlm.* metadata). */
+export interface BundleLayout {
+  recordBytes: number;
+  type: number;
+  gateOff: number;
+  upOff: number;
+  downOff: number;
 }
 
 export interface LlamaWeights {
@@ -124,15 +146,19 @@ export interface LoadOptions {
   /** Largest arena, bytes; default 4 GiB − 64 KiB. Lower values exercise the multi-arena path. */
   maxArenaBytes?: number;
   onProgress?: (doneBytes: number, totalBytes: number) => void;
+  /** Set for flash-layout files: each layer has `blk.N.ffn_bundle` instead of ffn_gate/up/down. */
+  bundles?: BundleLayout;
 }
 
 const ALIGN = 64;
 const align = (n: number) => Math.ceil(n / ALIGN) * ALIGN;
 const LAYER_TENSORS = ['attn_norm', 'attn_q', 'attn_k', 'attn_v', 'attn_output', 'ffn_norm', 'ffn_gate', 'ffn_up', 'ffn_down'] as const;
 
+const GGML_I8 = 24; // raw bytes: the type of a flash-layout bundle tensor [recordBytes × nFF]
+
 function matBytes(t: TensorDesc): number {
   const rows = t.dims.slice(1).reduce((a, b) => a * b, 1);
-  return rowBytes(t.type as TensorType, t.dims[0]!) * rows;
+  return (t.type === GGML_I8 ? t.dims[0]! : rowBytes(t.type as TensorType, t.dims[0]!)) * rows;
 }
 
 /** Bytes of per-arena scratch (activations) that makeState() allocates: see ArenaState. */
@@ -181,9 +207,19 @@ export function loadWeights(
   const outNorm = expectTensor(byName, 'output_norm.weight', [dim]);
   const output = byName.has('output.weight') ? expectTensor(byName, 'output.weight', [dim, vocabSize]) : embd;
   const layerT: TensorDesc[][] = [];
+  const B = opts.bundles;
   for (let l = 0; l < cfg.nLayers; l++) {
     const shapes: number[][] = [[dim], [dim, qDim], [dim, kvDim], [dim, kvDim], [qDim, dim], [dim], [dim, ffnDim], [dim, ffnDim], [ffnDim, dim]];
-    layerT.push(LAYER_TENSORS.map((n, i) => expectTensor(byName, `blk.${l}.${n}.weight`, shapes[i]!)));
+    if (B) {
+      const attn = LAYER_TENSORS.slice(0, 6).map((n, i) => expectTensor(byName, `blk.${l}.${n}.weight`, shapes[i]!));
+      const t = byName.get(`blk.${l}.ffn_bundle`);
+      if (!t || t.type !== GGML_I8 || t.dims[0] !== B.recordBytes || t.dims[1] !== ffnDim) {
+        throw new ModelConfigError(`flash-layout model: 'blk.${l}.ffn_bundle' missing or not [${B.recordBytes} × ${ffnDim}] bytes`);
+      }
+      layerT.push([...attn, t]);
+    } else {
+      layerT.push(LAYER_TENSORS.map((n, i) => expectTensor(byName, `blk.${l}.${n}.weight`, shapes[i]!)));
+    }
   }
   const maxArena = opts.maxArenaBytes ?? 4 * 1024 ** 3 - 65536;
   const kvLayer = kvBytesPerLayer(cfg, opts.ctx, opts.kvType);
@@ -237,7 +273,13 @@ export function loadWeights(
         outMat = output === embd ? embMat! : loadMat(arena, output);
       } else {
         const m = layerT[p]!.map((t) => loadMat(arena, t));
-        layers[p] = { arena, attnNorm: m[0]!.off, wq: m[1]!, wk: m[2]!, wv: m[3]!, wo: m[4]!, ffnNorm: m[5]!.off, gate: m[6]!, up: m[7]!, down: m[8]! };
+        if (B) {
+          const bundle: Bundle = { off: m[6]!.off, n: ffnDim, recordBytes: B.recordBytes, type: B.type, gateOff: B.gateOff, upOff: B.upOff, downOff: B.downOff };
+          const rows = (partOff: number): Mat => ({ off: bundle.off + partOff, type: B.type, rows: ffnDim, cols: dim });
+          layers[p] = { arena, attnNorm: m[0]!.off, wq: m[1]!, wk: m[2]!, wv: m[3]!, wo: m[4]!, ffnNorm: m[5]!.off, gate: rows(B.gateOff), up: rows(B.upOff), down: rows(B.downOff), bundle };
+        } else {
+          layers[p] = { arena, attnNorm: m[0]!.off, wq: m[1]!, wk: m[2]!, wv: m[3]!, wo: m[4]!, ffnNorm: m[5]!.off, gate: m[6]!, up: m[7]!, down: m[8]! };
+        }
       }
     }
   }
@@ -311,12 +353,12 @@ interface Proj {
   groups: { type: number; jobs: MatvecJob[] }[];
 }
 
-function makeProj(s: ArenaState, x: number, n: number, mats: [Mat, number][]): Proj {
+function makeProj(s: ArenaState, x: number, n: number, mats: [Mat, number][], rowStride?: number): Proj {
   const groups: Proj['groups'] = [];
   for (const [m, y] of mats) {
     let g = groups.find((gr) => gr.type === m.type);
     if (!g) groups.push((g = { type: m.type, jobs: [] }));
-    g.jobs.push({ type: m.type, w: m.off, rows: m.rows, cols: m.cols, xq: s.xq, y });
+    g.jobs.push({ type: m.type, w: m.off, rows: m.rows, cols: m.cols, xq: s.xq, y, ...(rowStride ? { rowStride } : {}) });
   }
   return { x, n, groups };
 }
@@ -335,6 +377,8 @@ export interface LayerPlan {
   wo: Proj;
   gateUp: Proj;
   down: Proj;
+  /** Bundled FFN: y = Σ_i h_i · down_i over the records (see Bundle). */
+  downT?: { type: number; w: number; rows: number; cols: number; rowStride: number; h: number; y: number };
   att: { q: number; k: number; v: number; out: number; kvType: number; nHeads: number; nKvHeads: number; headDim: number; nPos: number; kvStride: number; scratch: number };
 }
 
@@ -346,8 +390,12 @@ export function makePlans(cfg: LlamaConfig, w: LlamaWeights, st: RunState, cache
       s,
       qkv: makeProj(s, s.xb, cfg.dim, [[L.wq, s.q], [L.wk, s.k], [L.wv, s.v]]),
       wo: makeProj(s, s.att, qDim, [[L.wo, s.tmp]]),
-      gateUp: makeProj(s, s.xb, cfg.dim, [[L.gate, s.hb], [L.up, s.hb2]]),
-      down: makeProj(s, s.hb, cfg.ffnDim, [[L.down, s.tmp]]),
+      gateUp: makeProj(s, s.xb, cfg.dim, [[L.gate, s.hb], [L.up, s.hb2]], L.bundle?.recordBytes),
+      down: makeProj(s, s.hb, cfg.ffnDim, L.bundle ? [] : [[L.down, s.tmp]]),
+      downT: L.bundle && {
+        type: L.bundle.type, w: L.bundle.off + L.bundle.downOff, rows: L.bundle.n, cols: cfg.dim,
+        rowStride: L.bundle.recordBytes, h: s.hb, y: s.tmp,
+      },
       att: {
         q: s.q, k: cache.k[l]!, v: cache.v[l]!, out: s.att, kvType: cache.kvType, nHeads: cfg.nHeads,
         nKvHeads: cfg.nKvHeads, headDim: cfg.headDim, nPos: 0, kvStride: cfg.nKvHeads * cfg.headDim, scratch: s.scores,
@@ -400,7 +448,8 @@ export function forward(
     project(c, a, s.xq, P.gateUp);
     if (cfg.act === 'silu') c.siluMul(a, s.hb, s.hb2, s.hb, cfg.ffnDim);
     else c.reluMul(a, s.hb, s.hb2, s.hb, cfg.ffnDim);
-    project(c, a, s.xq, P.down);
+    if (P.downT) c.matvecT(a, P.downT);
+    else project(c, a, s.xq, P.down);
     c.add(a, s.x, s.tmp, dim);
   }
   const o = st.arenas.get(w.outArena)!;

@@ -70,7 +70,7 @@ test('synth --format safetensors + convert gives a GGUF with the same tokens', a
   assert.deepEqual(run(hf), run(gg));
 });
 
-test('convert --layout flash, inspect shows the layout, verify passes, run says what is missing', async () => {
+test('convert --layout flash, inspect shows the layout, verify passes, run computes it in RAM', async () => {
   const d = testDir('cli-flash');
   const out = join(d, 'flash.gguf');
   const c = cli('convert', await tiny(), '-o', out, '--quant', 'q8_0', '--layout', 'flash');
@@ -79,7 +79,9 @@ test('convert --layout flash, inspect shows the layout, verify passes, run says 
   const v = cli('verify', out);
   assert.equal(v.code, 0, v.stdout + v.stderr);
   assert.match(v.stdout, /^OK /m);
-  assertUserError(cli('run', out, '-p', 'x'), /flash-layout model/);
+  const r = cli('run', out, '-p', 'x', '-n', '4', '--json');
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal((JSON.parse(r.stdout) as { tokens: number[] }).tokens.length, 4);
 });
 
 test('bad input: one-line errors, exit 1, no stack', async () => {

@@ -1,7 +1,7 @@
 // The shared architecture runner on llama variants: MHA f32, GQA q8_0, ReLU q4_0, f16, and an HF
 // safetensors directory (which must give the same logits as its GGUF twin).
 import { architectureRunner } from './runner.js';
-import { synthModelCached } from '../helpers.js';
+import { flashLayoutCached, synthModelCached } from '../helpers.js';
 import type { SynthOptions } from '../../src/engine/synth.js';
 
 const base: SynthOptions = { layers: 2, hidden: 64, ffn: 192, heads: 4, kvHeads: 4, vocab: 512, ctx: 128, dtype: 'f32', act: 'silu', seed: 11, format: 'gguf' };
@@ -13,4 +13,5 @@ architectureRunner([
   { name: 'llama q4_0 ReLU', model: () => synthModelCached({ ...base, dtype: 'q4_0', act: 'relu', kvHeads: 2 }), prompt, steps: 12 },
   { name: 'llama f16', model: () => synthModelCached({ ...base, dtype: 'f16', kvHeads: 1 }), prompt, steps: 8 },
   { name: 'llama HF safetensors dir', model: () => synthModelCached({ ...base, format: 'safetensors' }), prompt, steps: 8 },
+  { name: 'llama flash layout q8_0 in RAM', model: () => flashLayoutCached({ ...base, kvHeads: 2 }, 'q8_0'), prompt, steps: 8 },
 ]);
