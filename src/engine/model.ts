@@ -7,11 +7,13 @@ import { TensorType, typeName } from '../formats/ggml-types.js';
 import { Compute } from '../kernels/index.js';
 import { planBudget, RUNTIME_OVERHEAD_BYTES, type BudgetPlan } from '../memory/budget.js';
 import {
-  configFromMetadata, forward, kvBytesPerLayer, loadWeights, makeCache, makePlans, makeState, stateBytes,
+  configFromMetadata, ffnSlotBytes, forward, forwardStreamed, kvBytesPerLayer, loadWeights, makeCache, makePlans, makeState, stateBytes,
   type BundleLayout, type KVCache, type LlamaConfig, type LlamaWeights, type RunState,
 } from '../model/llama.js';
 import { tokenizerFromGGUF, tokenizerFromHFDir, type Tokenizer } from '../tokenizer/index.js';
 import { Sampler, type SamplingOptions } from './sample.js';
+import { DirectReader } from '../flash/io.js';
+import { WholeLayerSource } from '../flash/layer-source.js';
 
 export class EngineError extends Error {
   constructor(message: string) {
@@ -31,9 +33,16 @@ export interface LoadModelOptions {
    * the runtime; otherwise load fails with a BudgetError that gives the numbers. */
   memory?: number;
   onProgress?: (doneBytes: number, totalBytes: number) => void;
+  /** ram: every weight in DRAM. hybrid: resident part in DRAM, each layer's whole FFN read from flash
+   * (O_DIRECT) every token — the paper's "Hybrid" baseline; needs a flash-layout file. */
+  mode?: 'ram' | 'hybrid';
+  /** hybrid: reads in flight and the largest single read (bytes). */
+  inFlight?: number;
+  maxReadBytes?: number;
 }
 
 export interface TokenTimes {
+  ioStallMs: number; // hybrid: time forward() waited for flash reads (I/O not hidden by compute)
   prefillMs: number;
   decodeMs: number; // total time inside decodeOne
   decoded: number; // tokens through decodeOne
@@ -52,7 +61,11 @@ export interface GeneratedToken {
 }
 
 export class Model {
-  readonly times: TokenTimes = { prefillMs: 0, decodeMs: 0, decoded: 0, prefilled: 0 };
+  readonly times: TokenTimes = { ioStallMs: 0, prefillMs: 0, decodeMs: 0, decoded: 0, prefilled: 0 };
+  /** hybrid mode: the FFN source reading from flash. */
+  ffnSource: WholeLayerSource | undefined;
+  private reader: DirectReader | undefined;
+  private stall = { ms: 0 };
   /** The --memory plan, when a budget was given. */
   plan: BudgetPlan | undefined;
   private pos = 0;
@@ -99,24 +112,39 @@ export class Model {
       if (!Number.isInteger(ctx) || ctx < 1) throw new EngineError(`context must be a positive integer, got ${ctx}`);
       if (ctx > cfg.ctxLen) throw new EngineError(`context ${ctx} is longer than the model's training context (${cfg.ctxLen})`);
       const kvType = opts.kvType === 'f32' ? TensorType.F32 : TensorType.F16;
+      const hybrid = opts.mode === 'hybrid';
+      if (hybrid && !bundles) {
+        throw new EngineError(`--mode hybrid reads the FFN from a flash-layout file; ${path} is not one (make it with: flashlm convert SRC -o OUT.gguf --quant q8_0 --layout flash)`);
+      }
       let plan: BudgetPlan | undefined;
       if (opts.memory !== undefined) {
-        const resident = source.tensors.reduce((s, t) => s + t.bytes, 0);
+        const streamed = hybrid ? source.tensors.filter((t) => t.name.endsWith('.ffn_bundle')).reduce((s, t) => s + t.bytes, 0) : 0;
+        const resident = source.tensors.reduce((s, t) => s + t.bytes, 0) - streamed;
         const arenas = Math.ceil(resident / (4 * 2 ** 30 - 2 ** 16)) + 1; // layer groups, +1 for packing slack
         plan = planBudget({
           budget: opts.memory, overhead: RUNTIME_OVERHEAD_BYTES, resident, ctx,
           kv: kvBytesPerLayer(cfg, ctx, kvType) * cfg.nLayers,
-          activations: (stateBytes(cfg, ctx, true) + 65536) * arenas, minNeuronCache: 0,
+          activations: (stateBytes(cfg, ctx, true) + 65536) * arenas,
+          minNeuronCache: hybrid ? 2 * arenas * ffnSlotBytes(cfg, bundles!) : 0,
         });
       }
       compute = await Compute.create({ threads: opts.threads ?? 2 });
       const weights = loadWeights(cfg, source.tensors, (name, dst) => source.readTensor(name, dst), compute, {
-        ctx, kvType, maxArenaBytes: opts.maxArenaBytes, onProgress: opts.onProgress, bundles,
+        ctx, kvType, maxArenaBytes: opts.maxArenaBytes, onProgress: opts.onProgress, bundles, streamFFN: hybrid,
       });
       const state = makeState(cfg, weights, ctx);
       const cache = makeCache(cfg, weights, ctx, kvType);
       const m = new Model(path, source, cfg, weights, tokenizer, compute, state, cache);
       m.plan = plan;
+      if (hybrid) {
+        const fl = openFlashLayout(readGGUF(path));
+        m.reader = await DirectReader.open(path, { inFlight: opts.inFlight, maxReadBytes: opts.maxReadBytes });
+        const slotBytes = ffnSlotBytes(cfg, bundles!);
+        m.ffnSource = new WholeLayerSource(
+          m.reader, (l) => ({ arena: weights.layers[l]!.arena, off: weights.layers[l]!.bundle!.off }),
+          (l) => fl.layers[l]!.bundleOffset, slotBytes,
+        );
+      }
       return m;
     } catch (e) {
       source.close();
@@ -139,11 +167,48 @@ export class Model {
   }
 
   private step(token: number): Float32Array {
+    if (this.ffnSource) throw new EngineError('internal: a hybrid-mode model runs through the async verbs (prefillAsync, decodeAsync, generate)');
+    this.checkRoom();
+    const logits = forward(this.cfg, this.weights, this.state, this.plans, this.cache, this.compute, token, this.pos);
+    this.pos++;
+    return logits;
+  }
+
+  private checkRoom(): void {
     if (this.pos >= this.cache.ctx) {
       throw new EngineError(`context full: ${this.cache.ctx} positions used (raise --ctx, up to the model's ${this.cfg.ctxLen})`);
     }
-    const logits = forward(this.cfg, this.weights, this.state, this.plans, this.cache, this.compute, token, this.pos);
+  }
+
+  private async stepAsync(token: number): Promise<Float32Array> {
+    if (!this.ffnSource) return this.step(token);
+    this.checkRoom();
+    const logits = await forwardStreamed(this.cfg, this.weights, this.state, this.plans, this.cache, this.compute, token, this.pos, this.ffnSource, this.stall);
+    this.times.ioStallMs = this.stall.ms;
     this.pos++;
+    return logits;
+  }
+
+  /** prefill() for every mode (hybrid reads from flash). */
+  async prefillAsync(tokens: number[]): Promise<Float32Array> {
+    if (tokens.length === 0) throw new EngineError('empty prompt');
+    if (this.pos + tokens.length > this.cache.ctx) {
+      throw new EngineError(`prompt of ${tokens.length} tokens does not fit the context (${this.cache.ctx - this.pos} positions left; raise --ctx, up to the model's ${this.cfg.ctxLen})`);
+    }
+    const t0 = performance.now();
+    let logits!: Float32Array;
+    for (const t of tokens) logits = await this.stepAsync(t);
+    this.times.prefillMs += performance.now() - t0;
+    this.times.prefilled += tokens.length;
+    return logits;
+  }
+
+  /** decodeOne() for every mode. */
+  async decodeAsync(token: number): Promise<Float32Array> {
+    const t0 = performance.now();
+    const logits = await this.stepAsync(token);
+    this.times.decodeMs += performance.now() - t0;
+    this.times.decoded++;
     return logits;
   }
 
@@ -175,13 +240,13 @@ export class Model {
    */
   async *generate(prompt: number[], o: GenerateOptions): AsyncGenerator<GeneratedToken> {
     const sampler = new Sampler(this.cfg.vocabSize, o);
-    let logits = this.prefill(prompt);
+    let logits = await this.prefillAsync(prompt);
     for (let i = 0; i < o.maxTokens; i++) {
       if (o.signal?.aborted) return;
       const id = sampler.sample(logits);
       if ((o.stopOnEos ?? true) && id === this.tokenizer.eos) return;
       yield { id, bytes: this.tokenizer.tokenBytes(id) };
-      if (i + 1 < o.maxTokens) logits = this.decodeOne(id);
+      if (i + 1 < o.maxTokens) logits = await this.decodeAsync(id);
     }
   }
 
@@ -193,6 +258,7 @@ export class Model {
   }
 
   async close(): Promise<void> {
+    await this.reader?.close();
     this.source.close();
     await this.compute.close();
   }

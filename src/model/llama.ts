@@ -148,6 +148,22 @@ export interface LoadOptions {
   onProgress?: (doneBytes: number, totalBytes: number) => void;
   /** Set for flash-layout files: each layer has `blk.N.ffn_bundle` instead of ffn_gate/up/down. */
   bundles?: BundleLayout;
+  /** Hybrid mode: bundles stay on flash; each arena gets two FFN slots (alternating layers) that an
+   * FFNSource fills before the layer's FFN runs. */
+  streamFFN?: boolean;
+}
+
+/** Bytes of one FFN slot (a whole layer's records), rounded to 4 KiB for O_DIRECT. */
+export function ffnSlotBytes(cfg: LlamaConfig, b: BundleLayout): number {
+  return Math.ceil((cfg.ffnDim * b.recordBytes) / 4096) * 4096;
+}
+
+/** What model/ asks of flash/: make layer l's FFN records readable in its slot. */
+export interface FFNSource {
+  /** Start reading layer l into its slot unless it is there or on its way; never evicts `busy`. */
+  prefetch(l: number, busy: number): void;
+  /** Resolves when layer l's records are in its slot. */
+  ready(l: number): Promise<void>;
 }
 
 const ALIGN = 64;
@@ -223,8 +239,11 @@ export function loadWeights(
   }
   const maxArena = opts.maxArenaBytes ?? 4 * 1024 ** 3 - 65536;
   const kvLayer = kvBytesPerLayer(cfg, opts.ctx, opts.kvType);
-  const scratch = stateBytes(cfg, opts.ctx, true) + 65536; // + kernel-reserved first 64 KiB
-  const layerBytes = layerT.map((ts) => ts.reduce((s, t) => s + align(matBytes(t)), 0) + kvLayer);
+  const scratch = stateBytes(cfg, opts.ctx, true) + 65536 + (B && opts.streamFFN ? 2 * (ffnSlotBytes(cfg, B) + 4096) : 0); // + kernel-reserved first 64 KiB (+ FFN slots)
+  const stream = !!(B && opts.streamFFN);
+  const slot = B && stream ? ffnSlotBytes(cfg, B) : 0;
+  // streamed bundles are not loaded: a layer costs its attention part and KV; each arena adds 2 slots
+  const layerBytes = layerT.map((ts) => ts.reduce((s, t) => s + (stream && t.type === GGML_I8 ? 0 : align(matBytes(t))), 0) + kvLayer);
   const embBytes = align(matBytes(embd));
   const outBytes = align(matBytes(outNorm)) + (output === embd ? 0 : align(matBytes(output)));
 
@@ -263,6 +282,7 @@ export function loadWeights(
   let outMat: Mat | undefined;
   for (const g of groups) {
     const arena = compute.createArena(g.bytes);
+    const slots = slot ? [arena.alloc(slot, 4096), arena.alloc(slot, 4096)] : [];
     for (const p of g.pieces) {
       if (p === 'emb') {
         embArena = arena;
@@ -272,7 +292,7 @@ export function loadWeights(
         outNormOff = loadMat(arena, outNorm).off;
         outMat = output === embd ? embMat! : loadMat(arena, output);
       } else {
-        const m = layerT[p]!.map((t) => loadMat(arena, t));
+        const m = layerT[p]!.map((t) => (slot && t.type === GGML_I8 ? { off: slots[p % 2]!, type: t.type, rows: 0, cols: 0 } : loadMat(arena, t)));
         if (B) {
           const bundle: Bundle = { off: m[6]!.off, n: ffnDim, recordBytes: B.recordBytes, type: B.type, gateOff: B.gateOff, upOff: B.upOff, downOff: B.downOff };
           const rows = (partOff: number): Mat => ({ off: bundle.off + partOff, type: B.type, rows: ffnDim, cols: dim });
@@ -411,50 +431,96 @@ function moveResidual(cfg: LlamaConfig, from: ArenaState, to: ArenaState): void 
   to.arena.f32(to.x, cfg.dim).set(from.arena.f32(from.x, cfg.dim));
 }
 
+type Plans = ReturnType<typeof makePlans>;
+
+function embed(cfg: LlamaConfig, w: LlamaWeights, st: RunState, c: Compute, token: number): ArenaState {
+  if (token < 0 || token >= cfg.vocabSize) throw new RangeError(`token id ${token} outside vocab [0, ${cfg.vocabSize})`);
+  const s = st.arenas.get(w.embArena)!;
+  c.dequantRow(s.arena, w.embd.type, w.embd.off + token * rowBytes(w.embd.type as TensorType, cfg.dim), s.x, cfg.dim);
+  return s;
+}
+
+/** Layer l's attention block (residual added); returns the layer's arena state. */
+function attentionBlock(cfg: LlamaConfig, w: LlamaWeights, plans: Plans, cache: KVCache, c: Compute, l: number, pos: number, prev: ArenaState): ArenaState {
+  const { dim, headDim } = cfg;
+  const kvDim = cfg.nKvHeads * headDim;
+  const kvEl = cache.kvType === TensorType.F32 ? 4 : 2;
+  const L = w.layers[l]!;
+  const P = plans.layers[l]!;
+  moveResidual(cfg, prev, P.s);
+  const s = P.s;
+  const a = s.arena;
+  c.rmsnorm(a, s.x, L.attnNorm, s.xb, dim, cfg.normEps);
+  project(c, a, s.xq, P.qkv);
+  c.rope(a, s.q, cfg.nHeads, headDim, pos, cfg.ropeTheta, cfg.ropeDim);
+  c.rope(a, s.k, cfg.nKvHeads, headDim, pos, cfg.ropeTheta, cfg.ropeDim);
+  c.storeKV(a, cache.kvType, s.k, cache.k[l]! + pos * kvDim * kvEl, kvDim);
+  c.storeKV(a, cache.kvType, s.v, cache.v[l]! + pos * kvDim * kvEl, kvDim);
+  P.att.nPos = pos + 1;
+  c.attention(a, P.att);
+  project(c, a, s.xq, P.wo);
+  c.add(a, s.x, s.tmp, dim);
+  return s;
+}
+
+/** Layer l's feed-forward block: h = act(G·x) ⊙ (U·x); y = D·h; residual added. */
+function ffnBlock(cfg: LlamaConfig, w: LlamaWeights, plans: Plans, c: Compute, l: number): void {
+  const L = w.layers[l]!;
+  const P = plans.layers[l]!;
+  const s = P.s;
+  const a = s.arena;
+  c.rmsnorm(a, s.x, L.ffnNorm, s.xb, cfg.dim, cfg.normEps);
+  project(c, a, s.xq, P.gateUp);
+  if (cfg.act === 'silu') c.siluMul(a, s.hb, s.hb2, s.hb, cfg.ffnDim);
+  else c.reluMul(a, s.hb, s.hb2, s.hb, cfg.ffnDim);
+  if (P.downT) c.matvecT(a, P.downT);
+  else project(c, a, s.xq, P.down);
+  c.add(a, s.x, s.tmp, cfg.dim);
+}
+
+function output(cfg: LlamaConfig, w: LlamaWeights, st: RunState, plans: Plans, c: Compute, s: ArenaState): Float32Array {
+  const o = st.arenas.get(w.outArena)!;
+  moveResidual(cfg, s, o);
+  c.rmsnorm(o.arena, o.x, w.outNorm, o.xb, cfg.dim, cfg.normEps);
+  project(c, o.arena, o.xq, plans.out);
+  return st.logits;
+}
+
 /**
  * One token through the network at position `pos` (KV for positions < pos must be in `cache`).
  * Returns the logits view [vocab] (overwritten by the next call).
  */
-export function forward(
-  cfg: LlamaConfig, w: LlamaWeights, st: RunState, plans: ReturnType<typeof makePlans>, cache: KVCache, c: Compute,
-  token: number, pos: number,
-): Float32Array {
-  if (token < 0 || token >= cfg.vocabSize) throw new RangeError(`token id ${token} outside vocab [0, ${cfg.vocabSize})`);
+export function forward(cfg: LlamaConfig, w: LlamaWeights, st: RunState, plans: Plans, cache: KVCache, c: Compute, token: number, pos: number): Float32Array {
   if (pos >= cache.ctx) throw new RangeError(`position ${pos} beyond the KV cache (${cache.ctx} positions)`);
-  const { dim, headDim } = cfg;
-  const kvDim = cfg.nKvHeads * headDim;
-  const kvEl = cache.kvType === TensorType.F32 ? 4 : 2;
-  let s = st.arenas.get(w.embArena)!;
-  c.dequantRow(s.arena, w.embd.type, w.embd.off + token * rowBytes(w.embd.type as TensorType, dim), s.x, dim);
+  let s = embed(cfg, w, st, c, token);
   for (let l = 0; l < cfg.nLayers; l++) {
-    const L = w.layers[l]!;
-    const P = plans.layers[l]!;
-    moveResidual(cfg, s, P.s);
-    s = P.s;
-    const a = s.arena;
-    // attention block
-    c.rmsnorm(a, s.x, L.attnNorm, s.xb, dim, cfg.normEps);
-    project(c, a, s.xq, P.qkv);
-    c.rope(a, s.q, cfg.nHeads, headDim, pos, cfg.ropeTheta, cfg.ropeDim);
-    c.rope(a, s.k, cfg.nKvHeads, headDim, pos, cfg.ropeTheta, cfg.ropeDim);
-    c.storeKV(a, cache.kvType, s.k, cache.k[l]! + pos * kvDim * kvEl, kvDim);
-    c.storeKV(a, cache.kvType, s.v, cache.v[l]! + pos * kvDim * kvEl, kvDim);
-    P.att.nPos = pos + 1;
-    c.attention(a, P.att);
-    project(c, a, s.xq, P.wo);
-    c.add(a, s.x, s.tmp, dim);
-    // feed-forward block: h = act(G·x) ⊙ (U·x); y = D·h
-    c.rmsnorm(a, s.x, L.ffnNorm, s.xb, dim, cfg.normEps);
-    project(c, a, s.xq, P.gateUp);
-    if (cfg.act === 'silu') c.siluMul(a, s.hb, s.hb2, s.hb, cfg.ffnDim);
-    else c.reluMul(a, s.hb, s.hb2, s.hb, cfg.ffnDim);
-    if (P.downT) c.matvecT(a, P.downT);
-    else project(c, a, s.xq, P.down);
-    c.add(a, s.x, s.tmp, dim);
+    s = attentionBlock(cfg, w, plans, cache, c, l, pos, s);
+    ffnBlock(cfg, w, plans, c, l);
   }
-  const o = st.arenas.get(w.outArena)!;
-  moveResidual(cfg, s, o);
-  c.rmsnorm(o.arena, o.x, w.outNorm, o.xb, dim, cfg.normEps);
-  project(c, o.arena, o.xq, plans.out);
-  return st.logits;
+  return output(cfg, w, st, plans, c, s);
+}
+
+/**
+ * forward() with the FFN streamed from flash: layer l+1's records are read while layer l computes,
+ * and layer l's attention runs while its own records arrive. `stallMs` accumulates the time spent
+ * waiting for reads (the I/O the compute could not hide).
+ */
+export async function forwardStreamed(
+  cfg: LlamaConfig, w: LlamaWeights, st: RunState, plans: Plans, cache: KVCache, c: Compute, token: number, pos: number,
+  src: FFNSource, stall: { ms: number },
+): Promise<Float32Array> {
+  if (pos >= cache.ctx) throw new RangeError(`position ${pos} beyond the KV cache (${cache.ctx} positions)`);
+  const n = cfg.nLayers;
+  src.prefetch(0, -1);
+  let s = embed(cfg, w, st, c, token);
+  for (let l = 0; l < n; l++) {
+    if (l + 1 < n) src.prefetch(l + 1, l);
+    s = attentionBlock(cfg, w, plans, cache, c, l, pos, s);
+    const t0 = performance.now();
+    await src.ready(l);
+    stall.ms += performance.now() - t0;
+    ffnBlock(cfg, w, plans, c, l);
+  }
+  src.prefetch(0, n - 1); // the next token starts with layer 0: read it during the output layer
+  return output(cfg, w, st, plans, c, s);
 }
