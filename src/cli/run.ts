@@ -20,6 +20,8 @@ const RUN_OPTIONS = {
   kv: { type: 'string' },
   'no-bos': { type: 'boolean' },
   memory: { type: 'string' },
+  mode: { type: 'string' },
+  stats: { type: 'boolean' },
 } as const;
 
 interface RunResult {
@@ -60,8 +62,9 @@ async function generateWith(modelPath: string, flags: Flags, promptDefault?: str
   const ctxFlag = flags.ctx === undefined ? undefined : intFlag(flags, 'ctx', 0, 1, 1 << 22);
   const bar = new Progress('loading', process.stderr, !json);
   const memory = flags.memory === undefined ? undefined : parseMemory(String(flags.memory), fileSize(modelPath));
+  const mode = strFlag(flags, 'mode', 'ram', ['ram', 'hybrid'] as const);
   const model = await Model.load(modelPath, {
-    threads, kvType: kv, onProgress: (d, t) => bar.update(d, t), memory,
+    threads, kvType: kv, onProgress: (d, t) => bar.update(d, t), memory, mode,
     ctx: ctxFlag ?? ((cfg, tok) => {
       const len = prompt !== undefined ? tok.encode(prompt, { addBos: flags['no-bos'] ? false : undefined }).length : String(flags.tokens).split(',').length;
       return Math.max(1, Math.min(cfg.ctxLen, len + n));
@@ -82,8 +85,20 @@ async function generateWith(modelPath: string, flags: Flags, promptDefault?: str
     const out: number[] = [];
     const dec = new TextDecoder('utf-8');
     let text = '';
+    let last = { ms: 0, stall: 0, bytes: 0, n: 0 };
     for await (const t of model.generate(ids, { maxTokens: n, temperature, topK, topP, seed })) {
       out.push(t.id);
+      if (flags.stats) {
+        // one line per token on stderr, like the paper's Table 3 split
+        const tm = model.times;
+        const bytes = model.ffnSource?.stats.bytes ?? 0;
+        const done = tm.decoded + tm.prefilled; // forward passes so far (prompt tokens included)
+        const dn = Math.max(1, done - last.n);
+        const ms = (tm.decodeMs + tm.prefillMs - last.ms) / dn;
+        const io = (tm.ioStallMs - last.stall) / dn;
+        process.stderr.write(`[token ${out.length}${dn > 1 ? `, after ${dn} prompt passes` : ''}] ${ms.toFixed(1)} ms (io wait ${io.toFixed(1)}, compute ${(ms - io).toFixed(1)}), read ${fmtBytes((bytes - last.bytes) / dn)}\n`);
+        last = { ms: tm.decodeMs + tm.prefillMs, stall: tm.ioStallMs, bytes, n: done };
+      }
       const piece = dec.decode(t.bytes, { stream: true });
       text += piece;
       if (!json) process.stdout.write(sanitize ? visible(piece) : piece);
@@ -100,7 +115,15 @@ async function generateWith(modelPath: string, flags: Flags, promptDefault?: str
       prompt_ms: round(tm.prefillMs),
       prompt_tokens_per_s: round(tm.prefilled / (tm.prefillMs / 1000)),
       tokens_per_s: tm.decoded ? round(tm.decoded / (tm.decodeMs / 1000)) : null,
-      ms_per_token: { compute: tm.decoded ? round(tm.decodeMs / tm.decoded) : null },
+      ms_per_token: tm.decoded ? {
+        io: round(tm.ioStallMs / (tm.decoded + tm.prefilled)), // waiting for flash reads that compute did not hide
+        memory: 0, // no neuron-cache management in ram / hybrid mode
+        compute: round((tm.decodeMs - (tm.ioStallMs * tm.decoded) / (tm.decoded + tm.prefilled)) / tm.decoded),
+      } : { io: null, memory: null, compute: null },
+      mode,
+      bytes_read_per_token: model.ffnSource ? Math.round(model.ffnSource.stats.bytes / (tm.decoded + tm.prefilled)) : 0,
+      reads_per_token: model.ffnSource ? round(model.ffnSource.stats.reads / (tm.decoded + tm.prefilled)) : 0,
+      io_read_ms_per_token: model.ffnSource ? round(model.ffnSource.stats.ioMs / (tm.decoded + tm.prefilled)) : 0,
       threads,
       ctx: model.ctx,
       memory_bytes: { weights: mem.weights, kv_cache: mem.kv, arenas: mem.arenas },
@@ -119,7 +142,7 @@ const round = (x: number) => Math.round(x * 1000) / 1000;
 export async function cmdRun(argv: string[]): Promise<number> {
   const { flags, positionals } = parse(argv, RUN_OPTIONS);
   if (flags.help) {
-    process.stdout.write('usage: flashlm run MODEL (-p TEXT | --tokens 1,2,3) [-n N] [--temp T --top-k K --top-p P --seed S] [--ctx C] [--kv f16|f32] [--threads N] [--no-bos] [--memory 8GB|50%] [--verbose] [--json]\n');
+    process.stdout.write('usage: flashlm run MODEL (-p TEXT | --tokens 1,2,3) [-n N] [--temp T --top-k K --top-p P --seed S] [--ctx C] [--kv f16|f32] [--threads N] [--no-bos] [--memory 8GB|50%] [--mode ram|hybrid] [--stats] [--verbose] [--json]\n');
     return 0;
   }
   if (positionals.length !== 1) throw new UsageError('run needs exactly one MODEL (a .gguf file or an HF model directory)');

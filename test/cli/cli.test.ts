@@ -81,7 +81,16 @@ test('convert --layout flash, inspect shows the layout, verify passes, run compu
   assert.match(v.stdout, /^OK /m);
   const r = cli('run', out, '-p', 'x', '-n', '4', '--json');
   assert.equal(r.code, 0, r.stderr);
-  assert.equal((JSON.parse(r.stdout) as { tokens: number[] }).tokens.length, 4);
+  const ram = JSON.parse(r.stdout) as { tokens: number[] };
+  assert.equal(ram.tokens.length, 4);
+  const h = cli('run', out, '-p', 'x', '-n', '4', '--json', '--mode', 'hybrid', '--stats');
+  assert.equal(h.code, 0, h.stderr);
+  const hyb = JSON.parse(h.stdout) as { tokens: number[]; stats: { mode: string; bytes_read_per_token: number; ms_per_token: { io: number; compute: number } } };
+  assert.deepEqual(hyb.tokens, ram.tokens);
+  assert.equal(hyb.stats.mode, 'hybrid');
+  assert.equal(hyb.stats.bytes_read_per_token, 2 * 192 * 512); // 2 layers × 192 records × 512 B
+  assert.match(h.stderr, /\[token 2\] .* ms \(io wait .*, compute .*\), read/);
+  assertUserError(cli('run', await tiny(), '-p', 'x', '--mode', 'hybrid'), /flash-layout file/);
 });
 
 test('bad input: one-line errors, exit 1, no stack', async () => {
