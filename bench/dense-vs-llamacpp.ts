@@ -3,6 +3,10 @@
 // process (so neither holds memory while the other runs). Prints JSON on stdout.
 //
 //   node dist/bench/dense-vs-llamacpp.js MODEL.gguf [-p TEXT] [-n 64] [--threads 2] [--runs 3]
+//        [--flash FLASH.gguf --mode hybrid] [--cap 50%]
+// --flash/--mode: flashlm runs the flash-layout file in that mode (llama.cpp keeps MODEL.gguf).
+// --cap: both children run inside the same cgroup-v1 memory limit (counts page cache), via
+// ../shared/tools/incg, at that share of MODEL.gguf's size plus flashlm's stated runtime overhead.
 //
 // Page cache: dropped before each child when running as root (echo 3 > /proc/sys/vm/drop_caches),
 // so neither engine starts with the other's pages. Decode speed is measured after the prompt, when
@@ -20,9 +24,13 @@ interface EngineRun {
   loadMs: number;
   peakRssBytes: number;
   logits?: number[][]; // first steps' top-2 logits for margin analysis
+  ioStallMsPerToken?: number;
+  bytesReadPerToken?: number;
+  readMBps?: number; // flash bytes / summed read wall time
 }
 
 const self = fileURLToPath(import.meta.url);
+const INCG = fileURLToPath(new URL('../../../shared/tools/incg', import.meta.url)); // dist/bench → ../shared
 
 function dropCaches(): boolean {
   try {
@@ -42,7 +50,7 @@ function top2(l: ArrayLike<number>): number[] {
   return [a, l[a]!, b, l[b]!];
 }
 
-async function child(engine: string, model: string, prompt: number[], n: number, threads: number): Promise<EngineRun> {
+async function child(engine: string, model: string, prompt: number[], n: number, threads: number, mode: 'ram' | 'hybrid'): Promise<EngineRun> {
   const t0 = performance.now();
   if (engine === 'llama.cpp') {
     const { llamaCppGreedy, closeLlamaCpp } = await import('./llamacpp-peer.js');
@@ -55,10 +63,10 @@ async function child(engine: string, model: string, prompt: number[], n: number,
   }
   const { Model } = await import('../src/engine/model.js');
   const { argmax } = await import('../src/engine/sample.js');
-  const m = await Model.load(model, { threads, ctx: prompt.length + n + 1 });
+  const m = await Model.load(model, { threads, ctx: prompt.length + n + 1, mode });
   const loadMs = performance.now() - t0;
   const t1 = performance.now();
-  let l = m.prefill(prompt);
+  let l = await m.prefillAsync(prompt);
   const tokens: number[] = [];
   const logits: number[][] = [];
   let tFirst = 0;
@@ -67,11 +75,16 @@ async function child(engine: string, model: string, prompt: number[], n: number,
     const t = argmax(l);
     tokens.push(t);
     if (i === 0) tFirst = performance.now();
-    if (i + 1 < n) l = m.decodeOne(t);
+    if (i + 1 < n) l = await m.decodeAsync(t);
   }
   const tEnd = performance.now();
+  const io = m.ffnSource?.stats;
+  const passes = m.times.decoded + m.times.prefilled;
   await m.close();
-  return { engine, tokens, msPerToken: (tEnd - tFirst) / (n - 1), promptMs: tFirst - t1, loadMs, peakRssBytes: process.resourceUsage().maxRSS * 1024, logits };
+  return {
+    engine, tokens, msPerToken: (tEnd - tFirst) / (n - 1), promptMs: tFirst - t1, loadMs, peakRssBytes: process.resourceUsage().maxRSS * 1024, logits,
+    ...(io ? { ioStallMsPerToken: m.times.ioStallMs / passes, bytesReadPerToken: io.bytes / passes, readMBps: io.bytes / 1e3 / io.ioMs } : {}),
+  };
 }
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
@@ -82,6 +95,7 @@ async function main(): Promise<void> {
       prompt: { type: 'string', short: 'p', default: 'def fibonacci(n):' }, n: { type: 'string', short: 'n', default: '64' },
       threads: { type: 'string', default: '2' }, runs: { type: 'string', default: '1' },
       child: { type: 'string' }, tokens: { type: 'string' },
+      flash: { type: 'string' }, mode: { type: 'string', default: 'ram' }, cap: { type: 'string' },
     },
     allowPositionals: true,
   });
@@ -90,7 +104,7 @@ async function main(): Promise<void> {
   const n = Number(values.n);
   const threads = Number(values.threads);
   if (values.child) {
-    const r = await child(values.child, model, values.tokens!.split(',').map(Number), n, threads);
+    const r = await child(values.child, model, values.tokens!.split(',').map(Number), n, threads, values.mode === 'hybrid' ? 'hybrid' : 'ram');
     process.stdout.write(JSON.stringify(r));
     return;
   }
@@ -106,12 +120,20 @@ async function main(): Promise<void> {
   } catch { /* reported as undefined */ }
   const runs: EngineRun[] = [];
   let dropped = false;
+  const { parseMemory, RUNTIME_OVERHEAD_BYTES } = await import('../src/memory/budget.js');
+  const { statSync } = await import('node:fs');
+  const capBytes = values.cap ? parseMemory(values.cap, statSync(model).size) + RUNTIME_OVERHEAD_BYTES : 0;
   for (let r = 0; r < Number(values.runs); r++) {
     for (const engine of ['llama.cpp', 'flashlm']) {
       dropped = dropCaches();
-      const out = spawnSync(process.execPath, [self, model, '--child', engine, '--tokens', prompt.join(','), '-n', String(n), '--threads', String(threads)], {
-        encoding: 'utf8', maxBuffer: 1 << 26, stdio: ['ignore', 'pipe', 'inherit'],
+      const file = engine === 'flashlm' && values.flash ? values.flash : model;
+      const args = [self, file, '--child', engine, '--tokens', prompt.join(','), '-n', String(n), '--threads', String(threads), '--mode', values.mode!];
+      const cmd = capBytes ? [INCG, String(capBytes), process.execPath, ...args] : [process.execPath, ...args];
+      const out = spawnSync(cmd[0]!, cmd.slice(1), {
+        encoding: 'utf8', maxBuffer: 1 << 26, stdio: ['ignore', 'pipe', 'pipe'],
+        env: { ...process.env, UV_USE_IO_URING: '1' },
       });
+      process.stderr.write(out.stderr.split('\n').filter((x) => /incg:|Error/.test(x)).join('\n') + '\n');
       if (out.status !== 0) throw new Error(`${engine} child failed with status ${out.status}`);
       runs.push(JSON.parse(out.stdout) as EngineRun);
       process.stderr.write(`${engine}: ${(1000 / runs[runs.length - 1]!.msPerToken).toFixed(3)} tokens/s\n`);
@@ -129,6 +151,8 @@ async function main(): Promise<void> {
     model, prompt: values.prompt, prompt_tokens: prompt, flashlm_prompt_tokens: flashTok,
     tokenization_identical: flashTok ? flashTok.join(',') === prompt.join(',') : null,
     n, threads, runs: Number(values.runs), page_cache_dropped: dropped, llama_cpp: llamaCppVersion(),
+    flashlm_model: values.flash ?? model, flashlm_mode: values.mode, cap_bytes: capBytes || null,
+    flashlm_io: f.map((r) => ({ ioStallMsPerToken: r.ioStallMsPerToken, bytesReadPerToken: r.bytesReadPerToken, readMBps: r.readMBps })),
     tokens_per_s: { flashlm: tps(f), llama_cpp: tps(l) },
     ratio_flashlm_over_llama_cpp: tps(f) / tps(l),
     prompt_ms: { flashlm: median(f.map((r) => r.promptMs)), llama_cpp: median(l.map((r) => r.promptMs)) },
