@@ -20,7 +20,7 @@ export interface LayerSourceStats {
 export class WholeLayerSource implements FFNSource {
   readonly stats: LayerSourceStats = { bytes: 0, reads: 0, layerReads: 0, ioMs: 0 };
   private readonly pending = new Map<number, Promise<void>>();
-  private readonly inSlot = new Map<string, number>(); // slot key → layer whose records it holds
+  private readonly inSlot = new Map<number, number>(); // slot key → layer whose records it holds
   private failed: Error | undefined;
 
   /**
@@ -37,9 +37,10 @@ export class WholeLayerSource implements FFNSource {
     if (bytes % ALIGN !== 0) throw new RangeError(`layer read of ${bytes} bytes is not a multiple of ${ALIGN}`);
   }
 
-  private key(l: number): string {
+  /** A number naming the slot (arena index, byte offset < 4 GiB): no string built per layer and token. */
+  private key(l: number): number {
     const s = this.slotOf(l);
-    return `${s.arena.index}:${s.off}`;
+    return s.arena.index * 2 ** 32 + s.off;
   }
 
   prefetch(l: number, busy: number): void {
