@@ -71,7 +71,12 @@ async function generateWith(modelPath: string, flags: Flags, promptDefault?: str
     }),
   });
   bar.finish();
+  for (const w of model.warnings) process.stderr.write(`flashlm: warning: ${w}\n`);
   if (model.plan && flags.verbose && !json) process.stderr.write(`${describePlan(model.plan)}\n`);
+  if (model.readPlan && flags.verbose && !json) {
+    const r = model.readPlan;
+    process.stderr.write(`flash reads: up to ${r.maxReadBytes} B each, ${r.inFlight} in flight (${r.source})\n`);
+  }
   const loadMs = performance.now() - t0;
   try {
     const tok = model.tokenizer;
@@ -124,6 +129,7 @@ async function generateWith(modelPath: string, flags: Flags, promptDefault?: str
       bytes_read_per_token: model.ffnSource ? Math.round(model.ffnSource.stats.bytes / (tm.decoded + tm.prefilled)) : 0,
       reads_per_token: model.ffnSource ? round(model.ffnSource.stats.reads / (tm.decoded + tm.prefilled)) : 0,
       io_read_ms_per_token: model.ffnSource ? round(model.ffnSource.stats.ioMs / (tm.decoded + tm.prefilled)) : 0,
+      read_plan: model.readPlan ?? null,
       threads,
       ctx: model.ctx,
       memory_bytes: { weights: mem.weights, kv_cache: mem.kv, arenas: mem.arenas },

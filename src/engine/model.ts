@@ -14,6 +14,7 @@ import { tokenizerFromGGUF, tokenizerFromHFDir, type Tokenizer } from '../tokeni
 import { Sampler, type SamplingOptions } from './sample.js';
 import { DirectReader } from '../flash/io.js';
 import { WholeLayerSource } from '../flash/layer-source.js';
+import { loadDiskProfile, profilePathFor, type DiskProfile } from '../flash/profile.js';
 
 export class EngineError extends Error {
   constructor(message: string) {
@@ -60,11 +61,42 @@ export interface GeneratedToken {
   bytes: Uint8Array; // this token's bytes (may be part of a multi-byte character)
 }
 
+export interface ReadPlan {
+  inFlight: number;
+  maxReadBytes: number;
+  source: string; // 'options' | 'disk profile <file>' | 'defaults (no disk profile; run flashlm profile-disk)'
+}
+
+/**
+ * Whole-layer reads are long and contiguous, so they want the profile's best bandwidth cell
+ * (chunk size × reads in flight); without a saved profile, 1 MiB × 32 (DirectReader's defaults).
+ */
+function chooseReadPlan(path: string, o: LoadModelOptions): ReadPlan {
+  if (o.inFlight !== undefined && o.maxReadBytes !== undefined) return { inFlight: o.inFlight, maxReadBytes: o.maxReadBytes, source: 'options' };
+  let prof: DiskProfile | undefined;
+  let file = '';
+  try {
+    file = profilePathFor(path);
+    prof = loadDiskProfile(file);
+  } catch {
+    prof = undefined;
+  }
+  if (!prof || prof.cells.length === 0) {
+    return { inFlight: o.inFlight ?? 32, maxReadBytes: o.maxReadBytes ?? 1 << 20, source: 'defaults (no disk profile; run flashlm profile-disk)' };
+  }
+  const best = prof.cells.reduce((a, b) => (b.mbps > a.mbps ? b : a));
+  return { inFlight: o.inFlight ?? best.inFlight, maxReadBytes: o.maxReadBytes ?? best.chunkBytes, source: `disk profile ${file}` };
+}
+
 export class Model {
   readonly times: TokenTimes = { ioStallMs: 0, prefillMs: 0, decodeMs: 0, decoded: 0, prefilled: 0 };
   /** hybrid mode: the FFN source reading from flash. */
   ffnSource: WholeLayerSource | undefined;
   private reader: DirectReader | undefined;
+  /** hybrid: read size and reads in flight, and where they came from. */
+  readPlan: ReadPlan | undefined;
+  /** Things the CLI should tell the user (e.g. O_DIRECT refused, buffered reads). */
+  readonly warnings: string[] = [];
   private stall = { ms: 0 };
   /** The --memory plan, when a budget was given. */
   plan: BudgetPlan | undefined;
@@ -138,7 +170,9 @@ export class Model {
       m.plan = plan;
       if (hybrid) {
         const fl = openFlashLayout(readGGUF(path));
-        m.reader = await DirectReader.open(path, { inFlight: opts.inFlight, maxReadBytes: opts.maxReadBytes });
+        m.readPlan = chooseReadPlan(path, opts);
+        m.reader = await DirectReader.open(path, { inFlight: m.readPlan.inFlight, maxReadBytes: m.readPlan.maxReadBytes });
+        if (m.reader.warning) m.warnings.push(m.reader.warning);
         const slotBytes = ffnSlotBytes(cfg, bundles!);
         m.ffnSource = new WholeLayerSource(
           m.reader, (l) => ({ arena: weights.layers[l]!.arena, off: weights.layers[l]!.bundle!.off }),

@@ -89,6 +89,8 @@ test('convert --layout flash, inspect shows the layout, verify passes, run compu
   assert.deepEqual(hyb.tokens, ram.tokens);
   assert.equal(hyb.stats.mode, 'hybrid');
   assert.equal(hyb.stats.bytes_read_per_token, 2 * 192 * 512); // 2 layers × 192 records × 512 B
+  const plan = (hyb.stats as unknown as { read_plan: { inFlight: number; maxReadBytes: number; source: string } }).read_plan;
+  assert.ok(plan.inFlight >= 1 && plan.maxReadBytes % 4096 === 0 && plan.source.length > 0, JSON.stringify(plan));
   assert.match(h.stderr, /\[token 2\] .* ms \(io wait .*, compute .*\), read/);
   assertUserError(cli('run', await tiny(), '-p', 'x', '--mode', 'hybrid'), /flash-layout file/);
 });
