@@ -12,7 +12,7 @@ import {
 } from '../model/llama.js';
 import { tokenizerFromGGUF, tokenizerFromHFDir, type Tokenizer } from '../tokenizer/index.js';
 import { Sampler, type SamplingOptions } from './sample.js';
-import { DirectReader } from '../flash/io.js';
+import { DirectReader, type ReadFn } from '../flash/io.js';
 import { WholeLayerSource } from '../flash/layer-source.js';
 import { loadDiskProfile, profilePathFor, type DiskProfile } from '../flash/profile.js';
 
@@ -40,6 +40,8 @@ export interface LoadModelOptions {
   /** hybrid: reads in flight and the largest single read (bytes). */
   inFlight?: number;
   maxReadBytes?: number;
+  /** Testing hook: the low-level read (fault injection); default fs.read. */
+  readFn?: ReadFn;
 }
 
 export interface TokenTimes {
@@ -171,7 +173,7 @@ export class Model {
       if (hybrid) {
         const fl = openFlashLayout(readGGUF(path));
         m.readPlan = chooseReadPlan(path, opts);
-        m.reader = await DirectReader.open(path, { inFlight: m.readPlan.inFlight, maxReadBytes: m.readPlan.maxReadBytes });
+        m.reader = await DirectReader.open(path, { inFlight: m.readPlan.inFlight, maxReadBytes: m.readPlan.maxReadBytes, readFn: opts.readFn });
         if (m.reader.warning) m.warnings.push(m.reader.warning);
         const slotBytes = ffnSlotBytes(cfg, bundles!);
         m.ffnSource = new WholeLayerSource(

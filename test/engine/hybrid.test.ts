@@ -54,3 +54,26 @@ test('hybrid mode refuses a standard-layout file with a clear message', async ()
   const { synthModelCached } = await import('../helpers.js');
   await assert.rejects(Model.load(await synthModelCached(o), { mode: 'hybrid' }), /flash-layout file/);
 });
+
+test('hybrid mode: a read error stops the request with a typed error naming file, offset and length', async () => {
+  const { read } = await import('node:fs');
+  const path = await flashLayoutCached(o, 'q8_0');
+  let calls = 0;
+  const failing = (fd: number, buf: Uint8Array, off: number, len: number, pos: number, cb: (e: NodeJS.ErrnoException | null, n: number) => void) => {
+    calls++;
+    // the probe read at open is call 1; fail a read a few layers into the first token
+    if (calls === 5) {
+      const e = Object.assign(new Error('EIO: i/o error, read'), { code: 'EIO', errno: -5 }) as NodeJS.ErrnoException;
+      setImmediate(() => cb(e, 0));
+      return;
+    }
+    read(fd, buf, off, len, pos, cb);
+  };
+  const m = await Model.load(path, { ctx: 16, mode: 'hybrid', readFn: failing, maxReadBytes: 4096 * 4, inFlight: 2 });
+  try {
+    await assert.rejects(m.prefillAsync(prompt), (e: Error) =>
+      e.name === 'FlashIOError' && e.message.includes(path) && /offset \d+/.test(e.message) && /\d+ bytes/.test(e.message));
+  } finally {
+    await m.close();
+  }
+});
