@@ -8,6 +8,8 @@ import { fileURLToPath } from 'node:url';
 import { synthModel, type SynthOptions } from '../src/engine/synth.js';
 import { openModel } from '../src/formats/source.js';
 import { convertToFlashLayout } from '../src/formats/flash-layout.js';
+import { Model, type LoadModelOptions } from '../src/engine/model.js';
+import { argmax } from '../src/engine/sample.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url)); // dist/test/ → repo root
 
@@ -44,4 +46,29 @@ export async function flashLayoutCached(o: SynthOptions, quant: 'f32' | 'q8_0' |
     }
   }
   return out;
+}
+
+export interface GreedyRun {
+  tokens: number[];
+  logits: Float32Array[]; // logits[i]: the [vocab] vector tokens[i] was chosen from
+  arenas: number;
+  model: Model; // closed; for its stats
+}
+
+/** Load `path`, feed `prompt`, decode `steps` tokens greedily (async verbs: every mode), close. */
+export async function greedyRun(path: string, prompt: number[], steps: number, opts: LoadModelOptions = {}): Promise<GreedyRun> {
+  const m = await Model.load(path, { ctx: prompt.length + steps, ...opts });
+  try {
+    let l = await m.prefillAsync(prompt);
+    const tokens: number[] = [];
+    const logits: Float32Array[] = [];
+    for (let i = 0; i < steps; i++) {
+      logits.push(l.slice());
+      tokens.push(argmax(l));
+      if (i + 1 < steps) l = await m.decodeAsync(tokens[i]!);
+    }
+    return { tokens, logits, arenas: m.state.arenas.size, model: m };
+  } finally {
+    await m.close();
+  }
 }

@@ -63,10 +63,13 @@ async function generateWith(modelPath: string, flags: Flags, promptDefault?: str
   const bar = new Progress('loading', process.stderr, !json);
   const memory = flags.memory === undefined ? undefined : parseMemory(String(flags.memory), fileSize(modelPath));
   const mode = strFlag(flags, 'mode', 'ram', ['ram', 'hybrid'] as const);
+  let promptIds: number[] | undefined;
   const model = await Model.load(modelPath, {
     threads, kvType: kv, onProgress: (d, t) => bar.update(d, t), memory, mode,
     ctx: ctxFlag ?? ((cfg, tok) => {
-      const len = prompt !== undefined ? tok.encode(prompt, { addBos: flags['no-bos'] ? false : undefined }).length : String(flags.tokens).split(',').length;
+      // tokenize once, here, where the tokenizer first exists; the run below reuses the ids
+      if (prompt !== undefined) promptIds = tok.encode(prompt, { addBos: flags['no-bos'] ? false : undefined });
+      const len = promptIds?.length ?? String(flags.tokens).split(',').length;
       return Math.max(1, Math.min(cfg.ctxLen, len + n));
     }),
   });
@@ -81,7 +84,7 @@ async function generateWith(modelPath: string, flags: Flags, promptDefault?: str
   try {
     const tok = model.tokenizer;
     const ids = prompt !== undefined
-      ? tok.encode(prompt, { addBos: flags['no-bos'] ? false : undefined })
+      ? promptIds ?? tok.encode(prompt, { addBos: flags['no-bos'] ? false : undefined })
       : parseTokenList(flags.tokens as string, model.cfg.vocabSize);
     if (ids.length + n > model.ctx) {
       throw new UsageError(`prompt (${ids.length} tokens) + ${n} new tokens exceed the context of ${model.ctx} positions${ctxFlag === undefined ? ` (model maximum ${model.cfg.ctxLen})` : ' (raise --ctx)'}`);

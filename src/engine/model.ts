@@ -214,6 +214,13 @@ export class Model {
     return logits;
   }
 
+  private checkPrompt(tokens: number[]): void {
+    if (tokens.length === 0) throw new EngineError('empty prompt');
+    if (this.pos + tokens.length > this.cache.ctx) {
+      throw new EngineError(`prompt of ${tokens.length} tokens does not fit the context (${this.cache.ctx - this.pos} positions left; raise --ctx, up to the model's ${this.cfg.ctxLen})`);
+    }
+  }
+
   private checkRoom(): void {
     if (this.pos >= this.cache.ctx) {
       throw new EngineError(`context full: ${this.cache.ctx} positions used (raise --ctx, up to the model's ${this.cfg.ctxLen})`);
@@ -231,10 +238,7 @@ export class Model {
 
   /** prefill() for every mode (hybrid reads from flash). */
   async prefillAsync(tokens: number[]): Promise<Float32Array> {
-    if (tokens.length === 0) throw new EngineError('empty prompt');
-    if (this.pos + tokens.length > this.cache.ctx) {
-      throw new EngineError(`prompt of ${tokens.length} tokens does not fit the context (${this.cache.ctx - this.pos} positions left; raise --ctx, up to the model's ${this.cfg.ctxLen})`);
-    }
+    this.checkPrompt(tokens);
     const t0 = performance.now();
     let logits!: Float32Array;
     for (const t of tokens) logits = await this.stepAsync(t);
@@ -254,10 +258,7 @@ export class Model {
 
   /** Feed prompt tokens; returns the logits after the last one (a view, valid until the next step). */
   prefill(tokens: number[]): Float32Array {
-    if (tokens.length === 0) throw new EngineError('empty prompt');
-    if (this.pos + tokens.length > this.cache.ctx) {
-      throw new EngineError(`prompt of ${tokens.length} tokens does not fit the context (${this.cache.ctx - this.pos} positions left; raise --ctx, up to the model's ${this.cfg.ctxLen})`);
-    }
+    this.checkPrompt(tokens);
     const t0 = performance.now();
     let logits!: Float32Array;
     for (const t of tokens) logits = this.step(t);

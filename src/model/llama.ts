@@ -350,20 +350,22 @@ export function makeState(cfg: LlamaConfig, w: LlamaWeights, ctx: number): RunSt
 export interface KVCache {
   ctx: number; // positions reserved
   kvType: number;
+  elBytes: number; // bytes per cached element: 4 (f32) or 2 (f16)
   k: number[]; // per layer: byte offset of [ctx × nKvHeads·headDim] keys in the layer's arena
   v: number[]; // per layer: same for values
   bytes: number;
 }
 
 export function makeCache(cfg: LlamaConfig, w: LlamaWeights, ctx: number, kvType: number): KVCache {
-  const n = ctx * cfg.nKvHeads * cfg.headDim * (kvType === TensorType.F32 ? 4 : 2);
+  const elBytes = kvType === TensorType.F32 ? 4 : 2;
+  const n = ctx * cfg.nKvHeads * cfg.headDim * elBytes;
   const k: number[] = [];
   const v: number[] = [];
   for (const l of w.layers) {
     k.push(l.arena.alloc(n, ALIGN));
     v.push(l.arena.alloc(n, ALIGN));
   }
-  return { ctx, kvType, k, v, bytes: 2 * n * cfg.nLayers };
+  return { ctx, kvType, elBytes, k, v, bytes: 2 * n * cfg.nLayers };
 }
 
 /** A projection: one input vector, several weight matrices; jobs grouped by weight type. */
@@ -444,7 +446,7 @@ function embed(cfg: LlamaConfig, w: LlamaWeights, st: RunState, c: Compute, toke
 function attentionBlock(cfg: LlamaConfig, w: LlamaWeights, plans: Plans, cache: KVCache, c: Compute, l: number, pos: number, prev: ArenaState): ArenaState {
   const { dim, headDim } = cfg;
   const kvDim = cfg.nKvHeads * headDim;
-  const kvEl = cache.kvType === TensorType.F32 ? 4 : 2;
+  const kvEl = cache.elBytes;
   const L = w.layers[l]!;
   const P = plans.layers[l]!;
   moveResidual(cfg, prev, P.s);

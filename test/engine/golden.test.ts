@@ -4,9 +4,7 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
-import { Model } from '../../src/engine/model.js';
-import { argmax } from '../../src/engine/sample.js';
-import { synthModelCached, fixturePath } from '../helpers.js';
+import { greedyRun, synthModelCached, fixturePath } from '../helpers.js';
 import type { SynthOptions } from '../../src/engine/synth.js';
 
 interface Fixture {
@@ -22,22 +20,7 @@ function load(name: string): Fixture {
   return JSON.parse(readFileSync(fixturePath('golden', `${name}.json`), 'utf8')) as Fixture;
 }
 
-async function greedy(path: string, f: Fixture, kvType: 'f32' | 'f16'): Promise<{ tokens: number[]; logits: Float32Array[] }> {
-  const m = await Model.load(path, { ctx: f.prompt.tokens.length + f.greedy.n, kvType, threads: 2 });
-  try {
-    let l = m.prefill(f.prompt.tokens);
-    const tokens: number[] = [];
-    const logits: Float32Array[] = [];
-    for (let i = 0; i < f.greedy.n; i++) {
-      logits.push(l.slice());
-      tokens.push(argmax(l));
-      if (i + 1 < f.greedy.n) l = m.decodeOne(tokens[i]!);
-    }
-    return { tokens, logits };
-  } finally {
-    await m.close();
-  }
-}
+const greedy = (path: string, f: Fixture, kvType: 'f32' | 'f16') => greedyRun(path, f.prompt.tokens, f.greedy.n, { kvType, threads: 2 });
 
 // Tolerances on logits. f32 weights: only summation order differs, so every step is close (~4e-6).
 // q8_0 / q4_0 round the activations to int8 before each matmul (ggml's vec_dot_type); summation

@@ -4,30 +4,13 @@
 // axis than the standard down rows, so only closeness is expected.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { Model } from '../../src/engine/model.js';
-import { argmax } from '../../src/engine/sample.js';
-import { flashLayoutCached, synthModelCached } from '../helpers.js';
+import { flashLayoutCached, greedyRun, synthModelCached } from '../helpers.js';
 import type { SynthOptions } from '../../src/engine/synth.js';
 
 const o: SynthOptions = { layers: 2, hidden: 64, ffn: 192, heads: 4, kvHeads: 2, vocab: 512, ctx: 128, dtype: 'f32', act: 'silu', seed: 5, format: 'gguf' };
 const prompt = [1, 398, 259, 284, 272, 264, 390];
 
-async function greedy(path: string, steps: number): Promise<{ tokens: number[]; logits: Float32Array[] }> {
-  const m = await Model.load(path, { ctx: prompt.length + steps, kvType: 'f32' });
-  try {
-    let l = m.prefill(prompt);
-    const tokens: number[] = [];
-    const logits: Float32Array[] = [];
-    for (let i = 0; i < steps; i++) {
-      logits.push(l.slice());
-      tokens.push(argmax(l));
-      if (i + 1 < steps) l = m.decodeOne(tokens[i]!);
-    }
-    return { tokens, logits };
-  } finally {
-    await m.close();
-  }
-}
+const greedy = (path: string, steps: number) => greedyRun(path, prompt, steps, { kvType: 'f32' });
 
 const maxDiff = (a: Float32Array[], b: Float32Array[]) => Math.max(...a.map((x, i) => Math.max(...x.map((v, j) => Math.abs(v - b[i]![j]!)))));
 

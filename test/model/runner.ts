@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { Model, type LoadModelOptions } from '../../src/engine/model.js';
 import { argmax } from '../../src/engine/sample.js';
+import { greedyRun } from '../helpers.js';
 import { kvBytesPerLayer, stateBytes } from '../../src/model/llama.js';
 
 export interface RunnerCase {
@@ -19,23 +20,7 @@ export interface RunnerCase {
   tol?: number;
 }
 
-async function greedyWithCache(path: string, c: RunnerCase, opts: LoadModelOptions): Promise<{ tokens: number[]; logits: Float32Array[]; arenas: number }> {
-  const m = await Model.load(path, { ctx: c.prompt.length + c.steps + 1, ...opts });
-  try {
-    const logits: Float32Array[] = [];
-    let l = m.prefill(c.prompt);
-    const tokens: number[] = [];
-    for (let i = 0; i < c.steps; i++) {
-      logits.push(l.slice());
-      const t = argmax(l);
-      tokens.push(t);
-      l = m.decodeOne(t);
-    }
-    return { tokens, logits, arenas: m.state.arenas.size };
-  } finally {
-    await m.close();
-  }
-}
+const greedyWithCache = (path: string, c: RunnerCase, opts: LoadModelOptions) => greedyRun(path, c.prompt, c.steps, opts);
 
 async function greedyNoCache(path: string, c: RunnerCase): Promise<{ tokens: number[]; logits: Float32Array[] }> {
   const m = await Model.load(path, { ctx: c.prompt.length + c.steps + 1 });
