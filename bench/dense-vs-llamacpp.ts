@@ -11,90 +11,18 @@
 // Page cache: dropped before each child when running as root (echo 3 > /proc/sys/vm/drop_caches),
 // so neither engine starts with the other's pages. Decode speed is measured after the prompt, when
 // both engines have all weights in memory (flashlm reads them into arenas; llama.cpp mmaps them).
-import { spawnSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-
-interface EngineRun {
-  engine: string;
-  tokens: number[];
-  msPerToken: number;
-  promptMs: number;
-  loadMs: number;
-  peakRssBytes: number;
-  logits?: number[][]; // first steps' top-2 logits for margin analysis
-  ioStallMsPerToken?: number;
-  bytesReadPerToken?: number;
-  readMBps?: number; // flash bytes / summed read wall time
-}
+import { childMain, median, spawnChild, type EngineRun, type FlashMode } from './engines.js';
 
 const self = fileURLToPath(import.meta.url);
-const INCG = fileURLToPath(new URL('../../../shared/tools/incg', import.meta.url)); // dist/bench → ../shared
-
-function dropCaches(): boolean {
-  try {
-    writeFileSync('/proc/sys/vm/drop_caches', '3\n');
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-function top2(l: ArrayLike<number>): number[] {
-  let a = -1, b = -1;
-  for (let i = 0; i < l.length; i++) {
-    if (a < 0 || l[i]! > l[a]!) (b = a), (a = i);
-    else if (b < 0 || l[i]! > l[b]!) b = i;
-  }
-  return [a, l[a]!, b, l[b]!];
-}
-
-async function child(engine: string, model: string, prompt: number[], n: number, threads: number, mode: 'ram' | 'hybrid'): Promise<EngineRun> {
-  const t0 = performance.now();
-  if (engine === 'llama.cpp') {
-    const { llamaCppGreedy, closeLlamaCpp } = await import('./llamacpp-peer.js');
-    const r = await llamaCppGreedy(model, prompt, n, { threads, ctx: prompt.length + n + 1, logits: true });
-    await closeLlamaCpp();
-    return {
-      engine, tokens: r.tokens, msPerToken: r.msPerToken, promptMs: r.promptMs, loadMs: performance.now() - t0 - r.promptMs - r.msPerToken * (n - 1),
-      peakRssBytes: process.resourceUsage().maxRSS * 1024, logits: r.logits!.map(top2),
-    };
-  }
-  const { Model } = await import('../src/engine/model.js');
-  const { argmax } = await import('../src/engine/sample.js');
-  const m = await Model.load(model, { threads, ctx: prompt.length + n + 1, mode });
-  const loadMs = performance.now() - t0;
-  const t1 = performance.now();
-  let l = await m.prefillAsync(prompt);
-  const tokens: number[] = [];
-  const logits: number[][] = [];
-  let tFirst = 0;
-  for (let i = 0; i < n; i++) {
-    logits.push(top2(l));
-    const t = argmax(l);
-    tokens.push(t);
-    if (i === 0) tFirst = performance.now();
-    if (i + 1 < n) l = await m.decodeAsync(t);
-  }
-  const tEnd = performance.now();
-  const io = m.ffnSource?.stats;
-  const passes = m.times.decoded + m.times.prefilled;
-  await m.close();
-  return {
-    engine, tokens, msPerToken: (tEnd - tFirst) / (n - 1), promptMs: tFirst - t1, loadMs, peakRssBytes: process.resourceUsage().maxRSS * 1024, logits,
-    ...(io ? { ioStallMsPerToken: m.times.ioStallMs / passes, bytesReadPerToken: io.bytes / passes, readMBps: io.bytes / 1e3 / io.ioMs } : {}),
-  };
-}
-
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 async function main(): Promise<void> {
   const { values, positionals } = parseArgs({
     options: {
       prompt: { type: 'string', short: 'p', default: 'def fibonacci(n):' }, n: { type: 'string', short: 'n', default: '64' },
       threads: { type: 'string', default: '2' }, runs: { type: 'string', default: '1' },
-      child: { type: 'string' }, tokens: { type: 'string' },
+      child: { type: 'string' }, tokens: { type: 'string' }, memory: { type: 'string' },
       flash: { type: 'string' }, mode: { type: 'string', default: 'ram' }, cap: { type: 'string' },
     },
     allowPositionals: true,
@@ -103,11 +31,7 @@ async function main(): Promise<void> {
   if (!model) throw new Error('usage: dense-vs-llamacpp MODEL.gguf [-p TEXT] [-n 64] [--threads 2] [--runs 3]');
   const n = Number(values.n);
   const threads = Number(values.threads);
-  if (values.child) {
-    const r = await child(values.child, model, values.tokens!.split(',').map(Number), n, threads, values.mode === 'hybrid' ? 'hybrid' : 'ram');
-    process.stdout.write(JSON.stringify(r));
-    return;
-  }
+  if (values.child) return childMain(values, model);
   const { llamaCppTokenize, closeLlamaCpp, llamaCppVersion } = await import('./llamacpp-peer.js');
   const prompt = await llamaCppTokenize(model, values.prompt!, true);
   await closeLlamaCpp();
@@ -119,24 +43,19 @@ async function main(): Promise<void> {
     flashTok = tokenizerFromGGUF(readGGUF(model).metadata).encode(values.prompt!);
   } catch { /* reported as undefined */ }
   const runs: EngineRun[] = [];
-  let dropped = false;
   const { parseMemory, RUNTIME_OVERHEAD_BYTES } = await import('../src/memory/budget.js');
   const { statSync } = await import('node:fs');
+  const { dropCaches } = await import('./engines.js');
+  const dropped = dropCaches();
   const capBytes = values.cap ? parseMemory(values.cap, statSync(model).size) + RUNTIME_OVERHEAD_BYTES : 0;
   for (let r = 0; r < Number(values.runs); r++) {
-    for (const engine of ['llama.cpp', 'flashlm']) {
-      dropped = dropCaches();
+    for (const engine of ['llama.cpp', 'flashlm'] as const) {
       const file = engine === 'flashlm' && values.flash ? values.flash : model;
-      const args = [self, file, '--child', engine, '--tokens', prompt.join(','), '-n', String(n), '--threads', String(threads), '--mode', values.mode!];
-      const cmd = capBytes ? [INCG, String(capBytes), process.execPath, ...args] : [process.execPath, ...args];
-      const out = spawnSync(cmd[0]!, cmd.slice(1), {
-        encoding: 'utf8', maxBuffer: 1 << 26, stdio: ['ignore', 'pipe', 'pipe'],
-        env: { ...process.env, UV_USE_IO_URING: '1' },
-      });
-      process.stderr.write(out.stderr.split('\n').filter((x) => /incg:|Error/.test(x)).join('\n') + '\n');
-      if (out.status !== 0) throw new Error(`${engine} child failed with status ${out.status}`);
-      runs.push(JSON.parse(out.stdout) as EngineRun);
-      process.stderr.write(`${engine}: ${(1000 / runs[runs.length - 1]!.msPerToken).toFixed(3)} tokens/s\n`);
+      const res = spawnChild(self, { engine, model: file, prompt, n, threads, mode: values.mode as FlashMode }, capBytes);
+      if (res.cgroup) process.stderr.write(`incg: limit ${res.cgroup.limit} peak ${res.cgroup.peak} oom_kills ${res.cgroup.oomKills}\n`);
+      if (!res.run) throw new Error(res.error);
+      runs.push(res.run);
+      process.stderr.write(`${engine}: ${(1000 / res.run.msPerToken).toFixed(3)} tokens/s\n`);
     }
   }
   const by = (e: string) => runs.filter((r) => r.engine === e);

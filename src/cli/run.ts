@@ -62,7 +62,7 @@ async function generateWith(modelPath: string, flags: Flags, promptDefault?: str
   const ctxFlag = flags.ctx === undefined ? undefined : intFlag(flags, 'ctx', 0, 1, 1 << 22);
   const bar = new Progress('loading', process.stderr, !json);
   const memory = flags.memory === undefined ? undefined : parseMemory(String(flags.memory), fileSize(modelPath));
-  const mode = strFlag(flags, 'mode', 'ram', ['ram', 'hybrid'] as const);
+  const mode = strFlag(flags, 'mode', 'ram', ['ram', 'hybrid', 'naive'] as const);
   let promptIds: number[] | undefined;
   const model = await Model.load(modelPath, {
     threads, kvType: kv, onProgress: (d, t) => bar.update(d, t), memory, mode,
@@ -124,9 +124,9 @@ async function generateWith(modelPath: string, flags: Flags, promptDefault?: str
       prompt_tokens_per_s: round(tm.prefilled / (tm.prefillMs / 1000)),
       tokens_per_s: tm.decoded ? round(tm.decoded / (tm.decodeMs / 1000)) : null,
       ms_per_token: tm.decoded ? {
-        io: round(tm.ioStallMs / (tm.decoded + tm.prefilled)), // waiting for flash reads that compute did not hide
-        memory: 0, // no neuron-cache management in ram / hybrid mode
-        compute: round((tm.decodeMs - (tm.ioStallMs * tm.decoded) / (tm.decoded + tm.prefilled)) / tm.decoded),
+        io: round(tm.decodeIoStallMs / tm.decoded), // waiting for flash reads that compute did not hide
+        memory: 0, // no neuron-cache management in ram / hybrid / naive mode
+        compute: round((tm.decodeMs - tm.decodeIoStallMs) / tm.decoded),
       } : { io: null, memory: null, compute: null },
       mode,
       bytes_read_per_token: model.ffnSource ? Math.round(model.ffnSource.stats.bytes / (tm.decoded + tm.prefilled)) : 0,
@@ -151,7 +151,7 @@ const round = (x: number) => Math.round(x * 1000) / 1000;
 export async function cmdRun(argv: string[]): Promise<number> {
   const { flags, positionals } = parse(argv, RUN_OPTIONS);
   if (flags.help) {
-    process.stdout.write('usage: flashlm run MODEL (-p TEXT | --tokens 1,2,3) [-n N] [--temp T --top-k K --top-p P --seed S] [--ctx C] [--kv f16|f32] [--threads N] [--no-bos] [--memory 8GB|50%] [--mode ram|hybrid] [--stats] [--verbose] [--json]\n');
+    process.stdout.write('usage: flashlm run MODEL (-p TEXT | --tokens 1,2,3) [-n N] [--temp T --top-k K --top-p P --seed S] [--ctx C] [--kv f16|f32] [--threads N] [--no-bos] [--memory 8GB|50%] [--mode ram|hybrid|naive] [--stats] [--verbose] [--json]\n');
     return 0;
   }
   if (positionals.length !== 1) throw new UsageError('run needs exactly one MODEL (a .gguf file or an HF model directory)');

@@ -7,8 +7,8 @@ import { TensorType, typeName } from '../formats/ggml-types.js';
 import { Compute } from '../kernels/index.js';
 import { planBudget, RUNTIME_OVERHEAD_BYTES, type BudgetPlan } from '../memory/budget.js';
 import {
-  configFromMetadata, ffnSlotBytes, forward, forwardStreamed, kvBytesPerLayer, loadWeights, makeCache, makePlans, makeState, stateBytes,
-  type BundleLayout, type KVCache, type LlamaConfig, type LlamaWeights, type RunState,
+  configFromMetadata, ffnSlotBytes, forward, forwardStreamed, kvBytesPerLayer, loadWeights, makeCache, makePlans, makeState, planStreamAll, stateBytes,
+  type BundleLayout, type StreamPlan, type KVCache, type LlamaConfig, type LlamaWeights, type RunState,
 } from '../model/llama.js';
 import { tokenizerFromGGUF, tokenizerFromHFDir, type Tokenizer } from '../tokenizer/index.js';
 import { Sampler, type SamplingOptions } from './sample.js';
@@ -35,9 +35,10 @@ export interface LoadModelOptions {
   memory?: number;
   onProgress?: (doneBytes: number, totalBytes: number) => void;
   /** ram: every weight in DRAM. hybrid: resident part in DRAM, each layer's whole FFN read from flash
-   * (O_DIRECT) every token — the paper's "Hybrid" baseline; needs a flash-layout file. */
-  mode?: 'ram' | 'hybrid';
-  /** hybrid: reads in flight and the largest single read (bytes). */
+   * (O_DIRECT) every token — the paper's "Hybrid" baseline; needs a flash-layout file. naive: every
+   * weight read from flash every token (the paper's "Naive" baseline); any GGUF file. */
+  mode?: 'ram' | 'hybrid' | 'naive';
+  /** hybrid/naive: reads in flight and the largest single read (bytes). */
   inFlight?: number;
   maxReadBytes?: number;
   /** Testing hook: the low-level read (fault injection); default fs.read. */
@@ -45,7 +46,8 @@ export interface LoadModelOptions {
 }
 
 export interface TokenTimes {
-  ioStallMs: number; // hybrid: time forward() waited for flash reads (I/O not hidden by compute)
+  ioStallMs: number; // flash modes: time forward() waited for flash reads (I/O not hidden by compute)
+  decodeIoStallMs: number; // the part of ioStallMs spent inside decodeAsync
   prefillMs: number;
   decodeMs: number; // total time inside decodeOne
   decoded: number; // tokens through decodeOne
@@ -95,8 +97,8 @@ function chooseReadPlan(path: string, o: LoadModelOptions): ReadPlan {
 }
 
 export class Model {
-  readonly times: TokenTimes = { ioStallMs: 0, prefillMs: 0, decodeMs: 0, decoded: 0, prefilled: 0 };
-  /** hybrid mode: the FFN source reading from flash. */
+  readonly times: TokenTimes = { ioStallMs: 0, decodeIoStallMs: 0, prefillMs: 0, decodeMs: 0, decoded: 0, prefilled: 0 };
+  /** hybrid/naive mode: the source reading weights from flash. */
   ffnSource: WholeLayerSource | undefined;
   private reader: DirectReader | undefined;
   /** hybrid: read size and reads in flight, and where they came from. */
@@ -151,39 +153,55 @@ export class Model {
       if (ctx > cfg.ctxLen) throw new EngineError(`context ${ctx} is longer than the model's training context (${cfg.ctxLen})`);
       const kvType = opts.kvType === 'f32' ? TensorType.F32 : TensorType.F16;
       const hybrid = opts.mode === 'hybrid';
+      const naive = opts.mode === 'naive';
       if (hybrid && !bundles) {
         throw new EngineError(`--mode hybrid reads the FFN from a flash-layout file; ${path} is not one (make it with: flashlm convert SRC -o OUT.gguf --quant q8_0 --layout flash)`);
       }
+      if (naive && source.kind !== 'gguf') {
+        throw new EngineError(`--mode naive reads every weight from one GGUF file; ${path} is a directory (make a GGUF with: flashlm convert SRC -o OUT.gguf)`);
+      }
+      const streamAll: StreamPlan | undefined = naive ? planStreamAll(cfg, source.tensors) : undefined;
       let plan: BudgetPlan | undefined;
       if (opts.memory !== undefined) {
-        const streamed = hybrid ? source.tensors.filter((t) => t.name.endsWith('.ffn_bundle')).reduce((s, t) => s + t.bytes, 0) : 0;
-        const resident = source.tensors.reduce((s, t) => s + t.bytes, 0) - streamed;
-        const arenas = Math.ceil(resident / (4 * 2 ** 30 - 2 ** 16)) + 1; // layer groups, +1 for packing slack
+        const all = source.tensors.reduce((s, t) => s + t.bytes, 0);
+        const streamed = naive ? all : hybrid ? source.tensors.filter((t) => t.name.endsWith('.ffn_bundle')).reduce((s, t) => s + t.bytes, 0) : 0;
+        const resident = all - streamed;
+        const kv = kvBytesPerLayer(cfg, ctx, kvType) * cfg.nLayers;
+        const arenas = Math.ceil((resident + kv) / (4 * 2 ** 30 - 2 ** 16)) + 1; // layer groups, +1 for packing slack
         plan = planBudget({
-          budget: opts.memory, overhead: RUNTIME_OVERHEAD_BYTES, resident, ctx,
-          kv: kvBytesPerLayer(cfg, ctx, kvType) * cfg.nLayers,
+          budget: opts.memory, overhead: RUNTIME_OVERHEAD_BYTES, resident, ctx, kv,
           activations: (stateBytes(cfg, ctx, true) + 65536) * arenas,
-          minNeuronCache: hybrid ? 2 * arenas * ffnSlotBytes(cfg, bundles!) : 0,
+          // the slots streamed weights are read into: two per arena (alternating layers), and in
+          // naive mode the output layer's and an embedding row's
+          slots: hybrid ? 2 * arenas * ffnSlotBytes(cfg, bundles!)
+            : streamAll ? 2 * arenas * (streamAll.slotBytes + 4096) + streamAll.out.bytes + streamAll.embd.slotBytes + 8192 : 0,
+          minNeuronCache: 0,
         });
       }
       compute = await Compute.create({ threads: opts.threads ?? 2 });
       const weights = loadWeights(cfg, source.tensors, (name, dst) => source.readTensor(name, dst), compute, {
-        ctx, kvType, maxArenaBytes: opts.maxArenaBytes, onProgress: opts.onProgress, bundles, streamFFN: hybrid,
+        ctx, kvType, maxArenaBytes: opts.maxArenaBytes, onProgress: opts.onProgress, bundles, streamFFN: hybrid, streamAll,
       });
       const state = makeState(cfg, weights, ctx);
       const cache = makeCache(cfg, weights, ctx, kvType);
       const m = new Model(path, source, cfg, weights, tokenizer, compute, state, cache);
       m.plan = plan;
-      if (hybrid) {
-        const fl = openFlashLayout(readGGUF(path));
+      if (hybrid || naive) {
         m.readPlan = chooseReadPlan(path, opts);
         m.reader = await DirectReader.open(path, { inFlight: m.readPlan.inFlight, maxReadBytes: m.readPlan.maxReadBytes, readFn: opts.readFn });
         if (m.reader.warning) m.warnings.push(m.reader.warning);
-        const slotBytes = ffnSlotBytes(cfg, bundles!);
-        m.ffnSource = new WholeLayerSource(
-          m.reader, (l) => ({ arena: weights.layers[l]!.arena, off: weights.layers[l]!.bundle!.off }),
-          (l) => fl.layers[l]!.bundleOffset, slotBytes,
-        );
+        const slotOf = (l: number) => (l < cfg.nLayers
+          ? { arena: weights.layers[l]!.arena, off: weights.layers[l]!.slot! }
+          : { arena: weights.outArena, off: weights.outSlot! });
+        if (streamAll) {
+          m.ffnSource = new WholeLayerSource(m.reader, slotOf, (l) => (l < cfg.nLayers ? streamAll.layers[l]! : streamAll.out).spans, {
+            slot: { arena: weights.embArena, off: weights.embd.off }, fileOffset: streamAll.embd.fileOffset, rowBytes: streamAll.embd.rowBytes,
+          });
+        } else {
+          const fl = openFlashLayout(readGGUF(path));
+          const bytes = ffnSlotBytes(cfg, bundles!);
+          m.ffnSource = new WholeLayerSource(m.reader, slotOf, (l) => [{ fileOffset: fl.layers[l]!.bundleOffset, bytes, slotOffset: 0 }]);
+        }
       }
       return m;
     } catch (e) {
@@ -207,7 +225,7 @@ export class Model {
   }
 
   private step(token: number): Float32Array {
-    if (this.ffnSource) throw new EngineError('internal: a hybrid-mode model runs through the async verbs (prefillAsync, decodeAsync, generate)');
+    if (this.ffnSource) throw new EngineError('internal: a flash-mode model runs through the async verbs (prefillAsync, decodeAsync, generate)');
     this.checkRoom();
     const logits = forward(this.cfg, this.weights, this.state, this.plans, this.cache, this.compute, token, this.pos);
     this.pos++;
@@ -250,8 +268,10 @@ export class Model {
   /** decodeOne() for every mode. */
   async decodeAsync(token: number): Promise<Float32Array> {
     const t0 = performance.now();
+    const s0 = this.stall.ms;
     const logits = await this.stepAsync(token);
     this.times.decodeMs += performance.now() - t0;
+    this.times.decodeIoStallMs += this.stall.ms - s0;
     this.times.decoded++;
     return logits;
   }

@@ -179,9 +179,17 @@ export class DirectReader {
   private closed = false;
   private idle?: () => void;
 
+  /** File size at open (bytes); reads may run past it only inside the last aligned block. */
+  private readonly size: number;
+
   private constructor(readonly path: string, fd: number, direct: boolean, private readonly readFn: ReadFn, private readonly openFn: OpenFn,
     opts: DirectReaderOptions, private readonly maxRetries: number) {
     this.fd = fd;
+    let size = Infinity;
+    try {
+      size = fs.fstatSync(fd).size;
+    } catch { /* injected fds in tests may not be real: no end-of-file allowance */ }
+    this.size = size;
     this.fds = [fd];
     this.direct = direct;
     this.inFlight = opts.inFlight ?? 32;
@@ -347,6 +355,13 @@ export class DirectReader {
         throw new FlashIOError(this.path, pos, len, code, `${(e as Error).message}${hint}`, { cause: e });
       }
       if (n > len || n < 0 || !Number.isInteger(n)) throw new FlashIOError(this.path, pos, len, 'EBADREAD', `read returned ${n} bytes`);
+      // A file whose size is not a multiple of the block ends inside the last aligned read: reaching
+      // the end of file (as sized at open) there is complete; the bytes past it read as zeros.
+      if (n < len && pos + n === this.size && p.fileOffset + p.length - this.size < ALIGN) {
+        p.dst.fill(0, done + n, p.length);
+        s.bytes += n;
+        return;
+      }
       if (n === 0) throw new FlashIOError(this.path, pos, len, 'EOF', 'unexpected end of file (file truncated?)');
       if (n < len) s.shortReads++;
       // O_DIRECT continues from an aligned point: step back over a partial block and read it again

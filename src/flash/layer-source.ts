@@ -1,9 +1,10 @@
-// The paper's "hybrid" baseline: every token reads each layer's whole FFN (all row-column bundles)
+// The paper's baselines. Hybrid: every token reads each layer's whole FFN (all row-column bundles)
 // from flash with O_DIRECT into one of two slots per arena (alternate layers), so layer l+1 is read
-// while layer l computes. Implements model/'s FFNSource.
+// while layer l computes. Naive: the same for every weight — each layer's attention and FFN, the
+// output layer, and the token's embedding row. Implements model/'s FFNSource.
 import type { Arena } from '../kernels/index.js';
-import type { FFNSource } from '../model/llama.js';
-import { ALIGN, type DirectReader, type ReadStats } from './io.js';
+import type { FFNSource, Span } from '../model/llama.js';
+import { ALIGN, type DirectReader, type ReadRequest, type ReadStats } from './io.js';
 
 export interface LayerSlot {
   arena: Arena;
@@ -17,24 +18,60 @@ export interface LayerSourceStats {
   ioMs: number; // sum of per-layer read wall times (overlapping compute)
 }
 
+/** Naive mode's embedding rows: one aligned read per token into a small slot of the embedding arena. */
+export interface EmbedRows {
+  slot: LayerSlot; // ≥ rowBytes rounded up to 4 KiB, + 4 KiB (a row may straddle pages)
+  fileOffset: number; // token_embd.weight's offset in the file
+  rowBytes: number;
+}
+
 export class WholeLayerSource implements FFNSource {
   readonly stats: LayerSourceStats = { bytes: 0, reads: 0, layerReads: 0, ioMs: 0 };
+  readonly allWeights: boolean;
   private readonly pending = new Map<number, Promise<void>>();
   private readonly inSlot = new Map<number, number>(); // slot key → layer whose records it holds
+  private readonly requests = new Map<number, ReadRequest[]>(); // layer → its reads (built once)
   private failed: Error | undefined;
 
   /**
    * @param slotOf layer → its slot (two layers sharing a slot must never be needed at once)
-   * @param fileOffset layer → absolute file offset of its record 0 (4 KiB aligned)
-   * @param bytes bytes to read per layer (records, rounded up to 4 KiB)
+   * @param spansOf layer → its aligned reads (hybrid: one, the layer's records from record 0)
+   * @param embed naive mode: read each token's embedding row too
    */
   constructor(
     private readonly reader: DirectReader,
     private readonly slotOf: (l: number) => LayerSlot,
-    private readonly fileOffset: (l: number) => number,
-    private readonly bytes: number,
+    private readonly spansOf: (l: number) => Span[],
+    private readonly embed?: EmbedRows,
   ) {
-    if (bytes % ALIGN !== 0) throw new RangeError(`layer read of ${bytes} bytes is not a multiple of ${ALIGN}`);
+    this.allWeights = !!embed;
+  }
+
+  private requestsOf(l: number): ReadRequest[] {
+    let r = this.requests.get(l);
+    if (!r) {
+      const slot = this.slotOf(l);
+      r = this.spansOf(l).map((sp) => {
+        if (sp.fileOffset % ALIGN || sp.bytes % ALIGN || sp.slotOffset % ALIGN) throw new RangeError(`layer ${l}: read ${JSON.stringify(sp)} is not ${ALIGN}-byte aligned`);
+        return { fileOffset: sp.fileOffset, length: sp.bytes, dst: slot.arena.u8(slot.off + sp.slotOffset, sp.bytes) };
+      });
+      this.requests.set(l, r);
+    }
+    return r;
+  }
+
+  /** Naive mode: reads the pages holding `token`'s embedding row; resolves to the row's arena offset. */
+  async embedRow(token: number): Promise<number> {
+    const e = this.embed;
+    if (!e) throw new Error('internal: embedRow() without an embedding slot');
+    const start = e.fileOffset + token * e.rowBytes;
+    const a = Math.floor(start / ALIGN) * ALIGN;
+    const len = Math.ceil((start + e.rowBytes) / ALIGN) * ALIGN - a;
+    const st = await this.reader.read([{ fileOffset: a, length: len, dst: e.slot.arena.u8(e.slot.off, len) }]);
+    this.stats.bytes += st.bytes;
+    this.stats.reads += st.reads;
+    this.stats.ioMs += st.wallMs;
+    return e.slot.off + (start - a);
   }
 
   /** A number naming the slot (arena index, byte offset < 4 GiB): no string built per layer and token. */
@@ -50,9 +87,8 @@ export class WholeLayerSource implements FFNSource {
     // another layer's read into this slot has not been consumed yet: do not race it
     for (const other of this.pending.keys()) if (other !== l && this.key(other) === k) return;
     this.inSlot.set(k, l);
-    const slot = this.slotOf(l);
     const p = this.reader
-      .read([{ fileOffset: this.fileOffset(l), length: this.bytes, dst: slot.arena.u8(slot.off, this.bytes) }])
+      .read(this.requestsOf(l))
       .then((st: ReadStats) => {
         this.stats.bytes += st.bytes;
         this.stats.reads += st.reads;

@@ -50,13 +50,16 @@ export interface BudgetInput {
   resident: number; // weights that stay in DRAM (all weights in RAM mode)
   kv: number; // KV cache for the reserved context
   activations: number; // activation buffers (per arena)
-  /** Smallest useful FFN neuron cache (flash modes); 0 in RAM mode. */
+  /** Buffers that streamed weights are read into (hybrid/naive: two layer slots per arena). */
+  slots?: number;
+  /** Smallest useful FFN neuron cache (sparse mode); 0 otherwise. */
   minNeuronCache: number;
   /** Context the KV figure is for, so the error can suggest a shorter one. */
   ctx: number;
 }
 
-export interface BudgetPlan extends Omit<BudgetInput, 'minNeuronCache' | 'ctx'> {
+export interface BudgetPlan extends Omit<BudgetInput, 'minNeuronCache' | 'ctx' | 'slots'> {
+  slots: number; // flash read slots
   neuronCache: number; // what is left for the neuron cache (flash modes), ≥ minNeuronCache
   spare: number; // budget − everything planned (RAM mode keeps it unused)
 }
@@ -68,24 +71,25 @@ export interface BudgetPlan extends Omit<BudgetInput, 'minNeuronCache' | 'ctx'> 
 export const RUNTIME_OVERHEAD_BYTES = 96 * 2 ** 20;
 
 export function planBudget(i: BudgetInput): BudgetPlan {
-  const must = i.overhead + i.resident + i.kv + i.activations + i.minNeuronCache;
+  const slots = i.slots ?? 0;
+  const must = i.overhead + i.resident + i.kv + i.activations + slots + i.minNeuronCache;
   if (must > i.budget) {
     const short = must - i.budget;
     const tips: string[] = [];
     if (i.kv > short) tips.push(`a shorter --ctx (KV cache is ${fmtGB(i.kv)} for ${i.ctx} positions)`);
     tips.push('a smaller --quant (q4_0 halves q8_0)');
-    if (i.minNeuronCache === 0) tips.push('a flash mode (--mode hybrid|sparse) so the FFN stays on disk');
+    if (i.minNeuronCache === 0 && slots === 0) tips.push('a flash mode (--mode hybrid|naive) so weights stay on disk');
     throw new BudgetError(
       `--memory ${fmtGB(i.budget)} is ${fmtGB(short)} too small: needs ${fmtGB(must)} = ` +
       `resident weights ${fmtGB(i.resident)} + KV cache ${fmtGB(i.kv)} + activations ${fmtGB(i.activations)} + ` +
-      `runtime ${fmtGB(i.overhead)}${i.minNeuronCache ? ` + minimum neuron cache ${fmtGB(i.minNeuronCache)}` : ''}; ` +
+      `runtime ${fmtGB(i.overhead)}${slots ? ` + flash read slots ${fmtGB(slots)}` : ''}${i.minNeuronCache ? ` + minimum neuron cache ${fmtGB(i.minNeuronCache)}` : ''}; ` +
       `try ${tips.join(', or ')}`,
     );
   }
-  const left = i.budget - (i.overhead + i.resident + i.kv + i.activations);
+  const left = i.budget - (i.overhead + i.resident + i.kv + i.activations + slots);
   const neuronCache = i.minNeuronCache > 0 ? left : 0;
   return {
-    budget: i.budget, overhead: i.overhead, resident: i.resident, kv: i.kv, activations: i.activations,
+    budget: i.budget, overhead: i.overhead, resident: i.resident, kv: i.kv, activations: i.activations, slots,
     neuronCache, spare: left - neuronCache,
   };
 }
@@ -98,6 +102,7 @@ export function describePlan(p: BudgetPlan): string {
     row('KV cache', p.kv),
     row('activations', p.activations),
     row('runtime (Node/V8)', p.overhead),
+    ...(p.slots ? [row('flash read slots', p.slots)] : []),
     row('neuron cache', p.neuronCache),
     row('unused', p.spare),
   ].join('\n');

@@ -98,6 +98,9 @@ export interface LayerWeights {
   down: Mat; // [dim × ffnDim]
   /** Flash layout: the FFN as ffnDim row-column bundles [gate row | up row | down column]. */
   bundle?: Bundle;
+  /** Streamed modes: arena offset of the slot flash reads fill for this layer (shared with the
+   * layers two before and after it in the same arena). */
+  slot?: number;
 }
 
 /** One layer's FFN stored as records (see formats/flash-layout.ts). Row order does not change y. */
@@ -128,6 +131,7 @@ export interface LlamaWeights {
   outNorm: number; // f32 [dim]
   output: Mat; // [vocab × dim] (may alias embd when tied and in the same arena)
   bytes: number; // weight bytes resident
+  outSlot?: number; // naive mode: arena offset (outArena) of the output layer's slot
 }
 
 /** What the loader needs to know about one stored tensor. */
@@ -135,6 +139,7 @@ export interface TensorDesc {
   name: string;
   dims: number[]; // GGUF order: dims[0] = cols
   type: number;
+  offset?: number; // absolute byte offset in the model file (GGUF); needed to stream all weights
 }
 
 export type ReadTensor = (name: string, dst: Uint8Array) => void;
@@ -151,6 +156,82 @@ export interface LoadOptions {
   /** Hybrid mode: bundles stay on flash; each arena gets two FFN slots (alternating layers) that an
    * FFNSource fills before the layer's FFN runs. */
   streamFFN?: boolean;
+  /** Naive mode: no weight is loaded; every layer (and the output layer, and one embedding row) is
+   * read from flash into slots per token. Build it with planStreamAll(). */
+  streamAll?: StreamPlan;
+}
+
+/** One O_DIRECT read of a streamed layer: file bytes [fileOffset, +bytes) land at slot + slotOffset. */
+export interface Span {
+  fileOffset: number; // 4096-aligned
+  bytes: number; // multiple of 4096
+  slotOffset: number; // 4096-aligned offset inside the slot
+}
+
+/** What one streamed piece (a layer, or the output layer) reads, and where each tensor lands. */
+export interface StreamPiece {
+  spans: Span[];
+  bytes: number; // slot bytes (sum of span bytes)
+  at: Map<string, number>; // tensor name → byte offset inside the slot
+}
+
+/** Naive mode: what each layer reads per token. Layer pieces share two slots per arena. */
+export interface StreamPlan {
+  layers: StreamPiece[];
+  out: StreamPiece; // output_norm + output (token_embd when tied)
+  embd: { fileOffset: number; rowBytes: number; slotBytes: number }; // one row read per token
+  slotBytes: number; // largest layer piece: the size of each of an arena's two layer slots
+}
+
+const PAGE = 4096;
+const down4k = (n: number) => Math.floor(n / PAGE) * PAGE;
+const up4k = (n: number) => Math.ceil(n / PAGE) * PAGE;
+
+/**
+ * Groups a piece's tensors into maximal runs that are contiguous in the file (up to alignment
+ * padding), one aligned read each; flash-layout files keep a layer's tensors together, so a layer
+ * is one read. Tensors keep their in-page offset, so 32-byte GGUF alignment survives in the slot.
+ */
+function streamPiece(ts: TensorDesc[]): StreamPiece {
+  const sorted = [...ts].sort((a, b) => a.offset! - b.offset!);
+  const spans: Span[] = [];
+  const at = new Map<string, number>();
+  let slot = 0;
+  let cur: { start: number; end: number; slot: number } | undefined;
+  const close = () => {
+    if (cur) spans.push({ fileOffset: cur.start, bytes: up4k(cur.end) - cur.start, slotOffset: cur.slot }), (slot += up4k(cur.end) - cur.start);
+  };
+  for (const t of sorted) {
+    const end = t.offset! + matBytes(t);
+    if (!cur || t.offset! > up4k(cur.end)) {
+      close();
+      cur = { start: down4k(t.offset!), end, slot };
+    } else cur.end = Math.max(cur.end, end);
+    at.set(t.name, cur.slot + (t.offset! - cur.start));
+  }
+  close();
+  return { spans, bytes: slot, at };
+}
+
+/** Plans naive mode's per-token reads from the tensors' file offsets (GGUF files only). */
+export function planStreamAll(cfg: LlamaConfig, tensors: TensorDesc[]): StreamPlan {
+  const byName = new Map(tensors.map((t) => [t.name, t]));
+  for (const t of tensors) if (t.offset === undefined) throw new ModelConfigError(`streaming every weight needs file offsets; tensor '${t.name}' has none (use a GGUF file)`);
+  const layers: StreamPiece[] = [];
+  for (let l = 0; l < cfg.nLayers; l++) layers.push(streamPiece(tensors.filter((t) => t.name.startsWith(`blk.${l}.`))));
+  const embd = byName.get('token_embd.weight');
+  const norm = byName.get('output_norm.weight');
+  if (!embd || !norm) throw new ModelConfigError(`model is missing tensor '${embd ? 'output_norm.weight' : 'token_embd.weight'}'`);
+  const out = streamPiece([norm, byName.get('output.weight') ?? embd]);
+  const rowBytes = rowBytes_(embd);
+  return {
+    layers, out, slotBytes: Math.max(...layers.map((p) => p.bytes)),
+    embd: { fileOffset: embd.offset!, rowBytes, slotBytes: up4k(rowBytes) + PAGE },
+  };
+}
+
+function rowBytes_(t: TensorDesc): number {
+  return rowBytes(t.type as TensorType, t.dims[0]!);
 }
 
 /** Bytes of one FFN slot (a whole layer's records), rounded to 4 KiB for O_DIRECT. */
@@ -164,6 +245,10 @@ export interface FFNSource {
   prefetch(l: number, busy: number): void;
   /** Resolves when layer l's records are in its slot. */
   ready(l: number): Promise<void>;
+  /** Naive mode: the slot holds all of layer l's weights (awaited before attention), layer nLayers
+   * is the output layer, and embedRow reads one embedding row, resolving to its offset in embArena. */
+  readonly allWeights?: boolean;
+  embedRow?(token: number): Promise<number>;
 }
 
 const ALIGN = 64;
@@ -239,13 +324,16 @@ export function loadWeights(
   }
   const maxArena = opts.maxArenaBytes ?? 4 * 1024 ** 3 - 65536;
   const kvLayer = kvBytesPerLayer(cfg, opts.ctx, opts.kvType);
-  const scratch = stateBytes(cfg, opts.ctx, true) + 65536 + (B && opts.streamFFN ? 2 * (ffnSlotBytes(cfg, B) + 4096) : 0); // + kernel-reserved first 64 KiB (+ FFN slots)
+  const all = opts.streamAll;
   const stream = !!(B && opts.streamFFN);
-  const slot = B && stream ? ffnSlotBytes(cfg, B) : 0;
-  // streamed bundles are not loaded: a layer costs its attention part and KV; each arena adds 2 slots
-  const layerBytes = layerT.map((ts) => ts.reduce((s, t) => s + (stream && t.type === GGML_I8 ? 0 : align(matBytes(t))), 0) + kvLayer);
-  const embBytes = align(matBytes(embd));
-  const outBytes = align(matBytes(outNorm)) + (output === embd ? 0 : align(matBytes(output)));
+  // streamed layers read into two slots per arena (alternating layers): the whole layer (naive) or
+  // its FFN records (hybrid)
+  const slot = all ? all.slotBytes : B && stream ? ffnSlotBytes(cfg, B) : 0;
+  const scratch = stateBytes(cfg, opts.ctx, true) + 65536 + (slot ? 2 * (slot + PAGE) : 0); // + kernel-reserved first 64 KiB
+  // streamed tensors are not loaded: a layer costs its resident part and KV
+  const layerBytes = layerT.map((ts) => (all ? 0 : ts.reduce((s, t) => s + (stream && t.type === GGML_I8 ? 0 : align(matBytes(t))), 0)) + kvLayer);
+  const embBytes = all ? all.embd.slotBytes + PAGE : align(matBytes(embd));
+  const outBytes = all ? all.out.bytes + PAGE : align(matBytes(outNorm)) + (output === embd ? 0 : align(matBytes(output)));
 
   // Greedy packing: [embd] [layers...] [output] in order, a new arena when the next piece won't fit.
   const groups: { bytes: number; pieces: (number | 'emb' | 'out')[] }[] = [];
@@ -260,19 +348,20 @@ export function loadWeights(
   };
   place('emb', embBytes);
   layerBytes.forEach((b, l) => place(l, b));
-  // A tied output matrix must share the embedding's arena; keep it there.
-  if (output === embd) groups[0]!.pieces.push('out'), (groups[0]!.bytes += outBytes);
+  // A tied output matrix must share the embedding's arena; keep it there (naive reads it into its own slot).
+  if (output === embd && !all) groups[0]!.pieces.push('out'), (groups[0]!.bytes += outBytes);
   else place('out', outBytes);
   const totalBytes = embBytes + outBytes + layerBytes.reduce((a, b) => a + b, 0);
 
   let done = 0;
+  const shape = (t: TensorDesc, off: number): Mat => ({ off, type: t.type, rows: t.dims.slice(1).reduce((a, b) => a * b, 1), cols: t.dims[0]! });
   const loadMat = (arena: Arena, t: TensorDesc): Mat => {
     const bytes = matBytes(t);
     const off = arena.alloc(bytes, ALIGN);
     read(t.name, arena.u8(off, bytes));
     done += bytes;
     opts.onProgress?.(done, totalBytes);
-    return { off, type: t.type, rows: t.dims.slice(1).reduce((a, b) => a * b, 1), cols: t.dims[0]! };
+    return shape(t, off);
   };
   const layers: LayerWeights[] = new Array(cfg.nLayers);
   let embArena: Arena | undefined;
@@ -280,30 +369,41 @@ export function loadWeights(
   let outArena: Arena | undefined;
   let outNormOff = 0;
   let outMat: Mat | undefined;
+  let outSlot: number | undefined;
   for (const g of groups) {
     const arena = compute.createArena(g.bytes);
-    const slots = slot ? [arena.alloc(slot, 4096), arena.alloc(slot, 4096)] : [];
+    const slots = slot ? [arena.alloc(slot, PAGE), arena.alloc(slot, PAGE)] : [];
     for (const p of g.pieces) {
       if (p === 'emb') {
         embArena = arena;
-        embMat = loadMat(arena, embd);
+        embMat = all ? shape(embd, arena.alloc(all.embd.slotBytes, PAGE)) : loadMat(arena, embd);
       } else if (p === 'out') {
         outArena = arena;
-        outNormOff = loadMat(arena, outNorm).off;
-        outMat = output === embd ? embMat! : loadMat(arena, output);
+        if (all) {
+          outSlot = arena.alloc(all.out.bytes, PAGE);
+          outNormOff = outSlot + all.out.at.get(outNorm.name)!;
+          outMat = shape(output, outSlot + all.out.at.get(output.name)!);
+        } else {
+          outNormOff = loadMat(arena, outNorm).off;
+          outMat = output === embd ? embMat! : loadMat(arena, output);
+        }
       } else {
-        const m = layerT[p]!.map((t) => (slot && t.type === GGML_I8 ? { off: slots[p % 2]!, type: t.type, rows: 0, cols: 0 } : loadMat(arena, t)));
+        const at = all?.layers[p]!.at;
+        const m = layerT[p]!.map((t) =>
+          at ? shape(t, slots[p % 2]! + at.get(t.name)!)
+            : slot && t.type === GGML_I8 ? { off: slots[p % 2]!, type: t.type, rows: 0, cols: 0 } : loadMat(arena, t));
+        const base = { arena, attnNorm: m[0]!.off, wq: m[1]!, wk: m[2]!, wv: m[3]!, wo: m[4]!, ffnNorm: m[5]!.off, ...(slot ? { slot: slots[p % 2]! } : {}) };
         if (B) {
           const bundle: Bundle = { off: m[6]!.off, n: ffnDim, recordBytes: B.recordBytes, type: B.type, gateOff: B.gateOff, upOff: B.upOff, downOff: B.downOff };
           const rows = (partOff: number): Mat => ({ off: bundle.off + partOff, type: B.type, rows: ffnDim, cols: dim });
-          layers[p] = { arena, attnNorm: m[0]!.off, wq: m[1]!, wk: m[2]!, wv: m[3]!, wo: m[4]!, ffnNorm: m[5]!.off, gate: rows(B.gateOff), up: rows(B.upOff), down: rows(B.downOff), bundle };
+          layers[p] = { ...base, gate: rows(B.gateOff), up: rows(B.upOff), down: rows(B.downOff), bundle };
         } else {
-          layers[p] = { arena, attnNorm: m[0]!.off, wq: m[1]!, wk: m[2]!, wv: m[3]!, wo: m[4]!, ffnNorm: m[5]!.off, gate: m[6]!, up: m[7]!, down: m[8]! };
+          layers[p] = { ...base, gate: m[6]!, up: m[7]!, down: m[8]! };
         }
       }
     }
   }
-  return { embArena: embArena!, embd: embMat!, layers, outArena: outArena!, outNorm: outNormOff, output: outMat!, bytes: totalBytes };
+  return { embArena: embArena!, embd: embMat!, layers, outArena: outArena!, outNorm: outNormOff, output: outMat!, bytes: all ? 0 : totalBytes, ...(outSlot !== undefined ? { outSlot } : {}) };
 }
 
 /** Activation buffers of one arena (byte offsets). Shapes in elements, all f32 unless noted. */
@@ -435,10 +535,15 @@ function moveResidual(cfg: LlamaConfig, from: ArenaState, to: ArenaState): void 
 
 type Plans = ReturnType<typeof makePlans>;
 
-function embed(cfg: LlamaConfig, w: LlamaWeights, st: RunState, c: Compute, token: number): ArenaState {
-  if (token < 0 || token >= cfg.vocabSize) throw new RangeError(`token id ${token} outside vocab [0, ${cfg.vocabSize})`);
+function checkToken(cfg: LlamaConfig, token: number): void {
+  if (!(token >= 0 && token < cfg.vocabSize)) throw new RangeError(`token id ${token} outside vocab [0, ${cfg.vocabSize})`);
+}
+
+/** Dequantizes the embedding row at arena offset `rowOff` (default: row `token` of the resident table). */
+function embed(cfg: LlamaConfig, w: LlamaWeights, st: RunState, c: Compute, token: number, rowOff?: number): ArenaState {
+  checkToken(cfg, token);
   const s = st.arenas.get(w.embArena)!;
-  c.dequantRow(s.arena, w.embd.type, w.embd.off + token * rowBytes(w.embd.type as TensorType, cfg.dim), s.x, cfg.dim);
+  c.dequantRow(s.arena, w.embd.type, rowOff ?? w.embd.off + token * rowBytes(w.embd.type as TensorType, cfg.dim), s.x, cfg.dim);
   return s;
 }
 
@@ -503,9 +608,10 @@ export function forward(cfg: LlamaConfig, w: LlamaWeights, st: RunState, plans: 
 }
 
 /**
- * forward() with the FFN streamed from flash: layer l+1's records are read while layer l computes,
- * and layer l's attention runs while its own records arrive. `stallMs` accumulates the time spent
- * waiting for reads (the I/O the compute could not hide).
+ * forward() with weights streamed from flash: layer l+1 is read while layer l computes. Hybrid: only
+ * the FFN records, so layer l's attention also runs while its own records arrive. Naive
+ * (src.allWeights): every layer, the output layer (id nLayers) and the embedding row. `stall.ms`
+ * accumulates the time spent waiting for reads (the I/O the compute could not hide).
  */
 export async function forwardStreamed(
   cfg: LlamaConfig, w: LlamaWeights, st: RunState, plans: Plans, cache: KVCache, c: Compute, token: number, pos: number,
@@ -513,16 +619,30 @@ export async function forwardStreamed(
 ): Promise<Float32Array> {
   if (pos >= cache.ctx) throw new RangeError(`position ${pos} beyond the KV cache (${cache.ctx} positions)`);
   const n = cfg.nLayers;
-  src.prefetch(0, -1);
-  let s = embed(cfg, w, st, c, token);
-  for (let l = 0; l < n; l++) {
-    if (l + 1 < n) src.prefetch(l + 1, l);
-    s = attentionBlock(cfg, w, plans, cache, c, l, pos, s);
+  const all = !!src.allWeights;
+  const last = all ? n : n - 1; // naive reads the output layer too
+  const wait = async (l: number) => {
     const t0 = performance.now();
     await src.ready(l);
     stall.ms += performance.now() - t0;
+  };
+  src.prefetch(0, -1);
+  let s: ArenaState;
+  if (all) {
+    checkToken(cfg, token);
+    const t0 = performance.now();
+    const off = await src.embedRow!(token);
+    stall.ms += performance.now() - t0;
+    s = embed(cfg, w, st, c, token, off);
+  } else s = embed(cfg, w, st, c, token);
+  for (let l = 0; l < n; l++) {
+    if (l + 1 <= last) src.prefetch(l + 1, l);
+    if (all) await wait(l);
+    s = attentionBlock(cfg, w, plans, cache, c, l, pos, s);
+    if (!all) await wait(l);
     ffnBlock(cfg, w, plans, c, l);
   }
-  src.prefetch(0, n - 1); // the next token starts with layer 0: read it during the output layer
+  if (all) await wait(n);
+  src.prefetch(0, last); // the next token starts with layer 0: read it during the output layer
   return output(cfg, w, st, plans, c, s);
 }

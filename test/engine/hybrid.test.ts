@@ -28,6 +28,36 @@ for (const quant of ['q8_0', 'f32'] as const) {
   });
 }
 
+for (const quant of ['q8_0', 'f32'] as const) {
+  test(`naive mode (every weight read per token) equals RAM mode bit for bit (flash layout, ${quant})`, async () => {
+    const path = await flashLayoutCached(o, quant);
+    const ram = await run(path, { mode: 'ram' });
+    const nai = await run(path, { mode: 'naive' });
+    assert.deepEqual(nai.tokens, ram.tokens);
+    for (let i = 0; i < steps; i++) assert.deepEqual(nai.logits[i], ram.logits[i], `step ${i}`);
+    const st = nai.model.ffnSource!.stats;
+    const tokens = prompt.length + steps - 1;
+    // every token reads every layer and the output layer (+ at most one prefetch of layer 0)
+    assert.ok(st.layerReads >= tokens * (o.layers + 1) && st.layerReads <= tokens * (o.layers + 1) + 1, `layer reads ${st.layerReads}`);
+    // ≈ the whole file minus the embedding table, per token, plus one embedding row (a page or two)
+    const { readGGUF } = await import('../../src/formats/gguf.js');
+    const f = readGGUF(path);
+    const perToken = f.tensors.filter((t) => t.name !== 'token_embd.weight').reduce((s, t) => s + t.bytes, 0);
+    assert.ok(st.bytes >= tokens * perToken && st.bytes <= tokens * (perToken + (o.layers + 1) * 2 * 4096 + 8192) + 600_000, `bytes ${st.bytes} vs ${tokens} × ${perToken}`);
+    assert.equal(nai.model.weights.bytes, 0, 'naive mode keeps no weight resident');
+  });
+}
+
+test('naive mode on a standard (non-flash) GGUF and across several arenas equals RAM mode', async () => {
+  const { synthModelCached } = await import('../helpers.js');
+  const path = await synthModelCached({ ...o, dtype: 'q8_0' });
+  const ram = await run(path, { mode: 'ram' });
+  const nai = await run(path, { mode: 'naive', maxArenaBytes: 240 * 1024 }); // the output layer's slot lands in a second arena
+  assert.ok(nai.arenas >= 2, `arenas ${nai.arenas}`);
+  assert.deepEqual(nai.tokens, ram.tokens);
+  for (let i = 0; i < steps; i++) assert.deepEqual(nai.logits[i], ram.logits[i], `step ${i}`);
+});
+
 test('hybrid mode across several arenas (slots per arena) equals RAM mode', async () => {
   const path = await flashLayoutCached(o, 'q8_0');
   const ram = await run(path, { mode: 'ram' });

@@ -28,3 +28,15 @@ test('planBudget: too small says by how much and what to change', () => {
     (e: Error) => e instanceof BudgetError && /1\.11 GB too small/.test(e.message) && /shorter --ctx/.test(e.message) && /--quant/.test(e.message),
   );
 });
+
+test('planBudget: flash read slots (hybrid/naive) are counted, and named when the budget is short', () => {
+  const p = planBudget({ budget: 1e9, overhead: 1e8, resident: 3e8, kv: 1e8, activations: 1e7, slots: 4e8, minNeuronCache: 0, ctx: 512 });
+  assert.equal(p.slots, 4e8);
+  assert.equal(p.neuronCache, 0);
+  assert.equal(p.spare, 1e9 - 1e8 - 3e8 - 1e8 - 1e7 - 4e8);
+  assert.match(describePlan(p), /flash read slots/);
+  assert.throws(
+    () => planBudget({ budget: 8e8, overhead: 1e8, resident: 3e8, kv: 1e8, activations: 1e7, slots: 4e8, minNeuronCache: 0, ctx: 512 }),
+    (e: Error) => e instanceof BudgetError && /110\.0 MB too small/.test(e.message) && /flash read slots 400\.0 MB/.test(e.message),
+  );
+});
