@@ -17,7 +17,7 @@ export class UsageError extends Error {
 /** Error names that are the user's problem, not ours: no stack trace unless --verbose. */
 const USER_ERRORS = new Set([
   'UsageError', 'FormatError', 'UnsupportedError', 'NotFoundError', 'ModelConfigError', 'EngineError',
-  'SamplingError', 'SynthOptionsError', 'BudgetError', 'FlashIOError', 'FlashAlignmentError', 'DiskProfileError', 'TokenizerError', 'ArenaFullError', 'ConvertError',
+  'SamplingError', 'SynthOptionsError', 'BudgetError', 'FlashIOError', 'FlashAlignmentError', 'DiskProfileError', 'TokenizerError', 'ArenaFullError', 'ConvertError', 'ChecksumError',
 ]);
 
 const HELP = `flashlm — run LLMs bigger than DRAM from Node.js

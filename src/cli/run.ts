@@ -22,6 +22,7 @@ const RUN_OPTIONS = {
   memory: { type: 'string' },
   mode: { type: 'string' },
   stats: { type: 'boolean' },
+  'no-verify': { type: 'boolean' },
 } as const;
 
 interface RunResult {
@@ -65,7 +66,7 @@ async function generateWith(modelPath: string, flags: Flags, promptDefault?: str
   const mode = strFlag(flags, 'mode', 'ram', ['ram', 'hybrid', 'naive'] as const);
   let promptIds: number[] | undefined;
   const model = await Model.load(modelPath, {
-    threads, kvType: kv, onProgress: (d, t) => bar.update(d, t), memory, mode,
+    threads, kvType: kv, onProgress: (d, t) => bar.update(d, t), memory, mode, verify: !flags['no-verify'],
     ctx: ctxFlag ?? ((cfg, tok) => {
       // tokenize once, here, where the tokenizer first exists; the run below reuses the ids
       if (prompt !== undefined) promptIds = tok.encode(prompt, { addBos: flags['no-bos'] ? false : undefined });
@@ -132,7 +133,7 @@ async function generateWith(modelPath: string, flags: Flags, promptDefault?: str
       bytes_read_per_token: model.ffnSource ? Math.round(model.ffnSource.stats.bytes / (tm.decoded + tm.prefilled)) : 0,
       reads_per_token: model.ffnSource ? round(model.ffnSource.stats.reads / (tm.decoded + tm.prefilled)) : 0,
       io_read_ms_per_token: model.ffnSource ? round(model.ffnSource.stats.ioMs / (tm.decoded + tm.prefilled)) : 0,
-      read_plan: model.readPlan ?? null,
+      read_plan: model.readPlan ? { ...model.readPlan, io_uring: model.ioUring } : null,
       threads,
       ctx: model.ctx,
       memory_bytes: { weights: mem.weights, kv_cache: mem.kv, arenas: mem.arenas },
@@ -151,7 +152,7 @@ const round = (x: number) => Math.round(x * 1000) / 1000;
 export async function cmdRun(argv: string[]): Promise<number> {
   const { flags, positionals } = parse(argv, RUN_OPTIONS);
   if (flags.help) {
-    process.stdout.write('usage: flashlm run MODEL (-p TEXT | --tokens 1,2,3) [-n N] [--temp T --top-k K --top-p P --seed S] [--ctx C] [--kv f16|f32] [--threads N] [--no-bos] [--memory 8GB|50%] [--mode ram|hybrid|naive] [--stats] [--verbose] [--json]\n');
+    process.stdout.write('usage: flashlm run MODEL (-p TEXT | --tokens 1,2,3) [-n N] [--temp T --top-k K --top-p P --seed S] [--ctx C] [--kv f16|f32] [--threads N] [--no-bos] [--memory 8GB|50%] [--mode ram|hybrid|naive] [--no-verify] [--stats] [--verbose] [--json]\n');
     return 0;
   }
   if (positionals.length !== 1) throw new UsageError('run needs exactly one MODEL (a .gguf file or an HF model directory)');

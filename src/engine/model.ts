@@ -3,6 +3,7 @@
 import { openModel, type ModelSource } from '../formats/source.js';
 import { readGGUF } from '../formats/gguf.js';
 import { openFlashLayout } from '../formats/flash-layout.js';
+import { runChecks, type RunChecks } from '../formats/checksum.js';
 import { TensorType, typeName } from '../formats/ggml-types.js';
 import { Compute } from '../kernels/index.js';
 import { planBudget, RUNTIME_OVERHEAD_BYTES, type BudgetPlan } from '../memory/budget.js';
@@ -12,7 +13,7 @@ import {
 } from '../model/llama.js';
 import { tokenizerFromGGUF, tokenizerFromHFDir, type Tokenizer } from '../tokenizer/index.js';
 import { Sampler, type SamplingOptions } from './sample.js';
-import { DirectReader, type ReadFn } from '../flash/io.js';
+import { DirectReader, ioUringActive, type ReadFn } from '../flash/io.js';
 import { WholeLayerSource } from '../flash/layer-source.js';
 import { loadDiskProfile, profilePathFor, type DiskProfile } from '../flash/profile.js';
 
@@ -43,6 +44,9 @@ export interface LoadModelOptions {
   maxReadBytes?: number;
   /** Testing hook: the low-level read (fault injection); default fs.read. */
   readFn?: ReadFn;
+  /** Flash-layout files: check the header digest at load, each resident tensor's digest as it is
+   * loaded and each layer's weights the first time they are read from flash (default true). */
+  verify?: boolean;
 }
 
 export interface TokenTimes {
@@ -101,6 +105,8 @@ export class Model {
   /** hybrid/naive mode: the source reading weights from flash. */
   ffnSource: WholeLayerSource | undefined;
   private reader: DirectReader | undefined;
+  /** Flash modes: whether reads go through io_uring (UV_USE_IO_URING=1 at process start). */
+  ioUring = false;
   /** hybrid: read size and reads in flight, and where they came from. */
   readPlan: ReadPlan | undefined;
   /** Things the CLI should tell the user (e.g. O_DIRECT refused, buffered reads). */
@@ -130,8 +136,12 @@ export class Model {
     try {
       // Flash-layout files keep the FFN as row-column bundles; in RAM mode they are loaded whole.
       let bundles: BundleLayout | undefined;
+      let checks: RunChecks | undefined;
       if (source.kind === 'gguf' && source.metadata.has('flashlm.layout.version')) {
-        const fl = openFlashLayout(readGGUF(path));
+        const gguf = readGGUF(path);
+        // a file edited after conversion fails here (header) or as its bytes are first loaded
+        if (opts.verify ?? true) checks = runChecks(gguf);
+        const fl = openFlashLayout(gguf);
         const part = (name: string) => {
           const i = fl.parts.indexOf(name);
           if (i < 0) throw new EngineError(`${path}: flash layout without a '${name}' part is not supported (parts: ${fl.parts.join(',')})`);
@@ -179,7 +189,7 @@ export class Model {
         });
       }
       compute = await Compute.create({ threads: opts.threads ?? 2 });
-      const weights = loadWeights(cfg, source.tensors, (name, dst) => source.readTensor(name, dst), compute, {
+      const weights = loadWeights(cfg, source.tensors, (name, dst) => (source.readTensor(name, dst), checks?.tensor(name, dst)), compute, {
         ctx, kvType, maxArenaBytes: opts.maxArenaBytes, onProgress: opts.onProgress, bundles, streamFFN: hybrid, streamAll,
       });
       const state = makeState(cfg, weights, ctx);
@@ -190,17 +200,30 @@ export class Model {
         m.readPlan = chooseReadPlan(path, opts);
         m.reader = await DirectReader.open(path, { inFlight: m.readPlan.inFlight, maxReadBytes: m.readPlan.maxReadBytes, readFn: opts.readFn });
         if (m.reader.warning) m.warnings.push(m.reader.warning);
+        // libuv reads UV_USE_IO_URING only when the process starts; after the probe read the ring exists if it is on
+        m.ioUring = ioUringActive();
+        if (!m.ioUring && process.platform === 'linux') {
+          m.warnings.push(`io_uring is off (start with UV_USE_IO_URING=1): at most ${Number(process.env.UV_THREADPOOL_SIZE) || 4} reads are really in flight (libuv threadpool)`);
+        }
         const slotOf = (l: number) => (l < cfg.nLayers
           ? { arena: weights.layers[l]!.arena, off: weights.layers[l]!.slot! }
           : { arena: weights.outArena, off: weights.outSlot! });
         if (streamAll) {
-          m.ffnSource = new WholeLayerSource(m.reader, slotOf, (l) => (l < cfg.nLayers ? streamAll.layers[l]! : streamAll.out).spans, {
-            slot: { arena: weights.embArena, off: weights.embd.off }, fileOffset: streamAll.embd.fileOffset, rowBytes: streamAll.embd.rowBytes,
+          const size = new Map(source.tensors.map((t) => [t.name, t.bytes]));
+          const piece = (l: number) => (l < cfg.nLayers ? streamAll.layers[l]! : streamAll.out);
+          // each tensor of a layer is checked the first time the layer arrives in its slot
+          const check = checks && ((l: number, slot: Uint8Array) => {
+            for (const [name, off] of piece(l).at) checks!.tensor(name, slot.subarray(off, off + size.get(name)!));
           });
+          m.ffnSource = new WholeLayerSource(m.reader, slotOf, (l) => piece(l).spans, {
+            slot: { arena: weights.embArena, off: weights.embd.off }, fileOffset: streamAll.embd.fileOffset, rowBytes: streamAll.embd.rowBytes,
+          }, check);
         } else {
           const fl = openFlashLayout(readGGUF(path));
           const bytes = ffnSlotBytes(cfg, bundles!);
-          m.ffnSource = new WholeLayerSource(m.reader, slotOf, (l) => [{ fileOffset: fl.layers[l]!.bundleOffset, bytes, slotOffset: 0 }]);
+          const records = cfg.ffnDim * bundles!.recordBytes;
+          m.ffnSource = new WholeLayerSource(m.reader, slotOf, (l) => [{ fileOffset: fl.layers[l]!.bundleOffset, bytes, slotOffset: 0 }], undefined,
+            checks && ((l, slot) => checks!.bundle(l, slot.subarray(0, records))));
         }
       }
       return m;

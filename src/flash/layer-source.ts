@@ -32,17 +32,21 @@ export class WholeLayerSource implements FFNSource {
   private readonly inSlot = new Map<number, number>(); // slot key → layer whose records it holds
   private readonly requests = new Map<number, ReadRequest[]>(); // layer → its reads (built once)
   private failed: Error | undefined;
+  private readonly checked = new Set<number>(); // layers whose first read passed firstRead
 
   /**
    * @param slotOf layer → its slot (two layers sharing a slot must never be needed at once)
    * @param spansOf layer → its aligned reads (hybrid: one, the layer's records from record 0)
    * @param embed naive mode: read each token's embedding row too
+   * @param firstRead called with a layer's slot bytes after its first read (integrity checks); a
+   *   throw fails that read, so ready() rejects with it
    */
   constructor(
     private readonly reader: DirectReader,
     private readonly slotOf: (l: number) => LayerSlot,
     private readonly spansOf: (l: number) => Span[],
     private readonly embed?: EmbedRows,
+    private readonly firstRead?: (l: number, slot: Uint8Array) => void,
   ) {
     this.allWeights = !!embed;
   }
@@ -94,6 +98,12 @@ export class WholeLayerSource implements FFNSource {
         this.stats.reads += st.reads;
         this.stats.layerReads++;
         this.stats.ioMs += st.wallMs;
+        if (this.firstRead && !this.checked.has(l)) {
+          const slot = this.slotOf(l);
+          const bytes = this.spansOf(l).reduce((s, sp) => Math.max(s, sp.slotOffset + sp.bytes), 0);
+          this.firstRead(l, slot.arena.u8(slot.off, bytes));
+          this.checked.add(l);
+        }
       });
     // remember the first failure; ready() rethrows it for the layer that needs the data
     p.catch((e: Error) => { this.failed ??= e; });

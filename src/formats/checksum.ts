@@ -226,3 +226,75 @@ export function describeMismatch(m: Mismatch): string {
     : `tensor '${m.tensor}'`;
   return `${where}, bytes [${m.offset}, ${m.offset + m.bytes}): checksum mismatch (expected ${m.expected.slice(0, 16)}…, got ${m.actual.slice(0, 16)}…)`;
 }
+
+/** The file's bytes differ from what `flashlm convert` wrote (edited, corrupted or partly rewritten). */
+export class ChecksumError extends Error {
+  constructor(readonly path: string, readonly mismatch: Mismatch) {
+    super(`${path}: ${describeMismatch(mismatch)}; the file changed after conversion (run \`flashlm verify ${path}\` for the full list, then convert it again)`);
+    this.name = 'ChecksumError';
+  }
+}
+
+/**
+ * What the engine checks while it runs, without a separate pass over the file: the header digest at
+ * load, each resident tensor's digest as its bytes are loaded, and each bundle block's digest the
+ * first time a whole layer is read. Absent (undefined) for files without flashlm checksums.
+ */
+export interface RunChecks {
+  /** Throws ChecksumError if tensor `name`'s bytes (just loaded) are not the converted ones (a
+   * bundle tensor is checked block by block). */
+  tensor(name: string, bytes: Uint8Array): void;
+  /** Throws ChecksumError unless `records` (all n_ff records of layer l, as read) match every block. */
+  bundle(layer: number, records: Uint8Array): void;
+}
+
+export function runChecks(f: GGUFFile): RunChecks | undefined {
+  if (f.metadata.get(CK.algo)?.value !== CHECKSUM_ALGO) return undefined;
+  const names = f.metadata.get(CK.tensorNames)?.value;
+  if (!Array.isArray(names)) return undefined;
+  const tensorDigests = digestArray(f, CK.tensors, names.length);
+  const index = new Map((names as string[]).map((n, i) => [n, i]));
+  const fd = fs.openSync(f.path, 'r');
+  try {
+    const head = new Uint8Array(f.dataOffset);
+    if (fs.readSync(fd, head, 0, head.length, 0) !== head.length) throw new FormatError(f.path, 'header', 'short read');
+    const at = locateValue(head, CK.header, GGUFValueType.ARRAY, GGUFValueType.UINT8, DIGEST_BYTES);
+    if (at < 0) throw new FormatError(f.path, `metadata key '${CK.header}'`, 'cannot be located in the header');
+    const want = digestArray(f, CK.header, 1);
+    const got = headerDigest(head, at);
+    if (!equal(got, want)) throw new ChecksumError(f.path, { kind: 'header', tensor: '(header)', offset: 0, bytes: f.dataOffset, expected: hex(want), actual: hex(got) });
+  } finally {
+    fs.closeSync(fd);
+  }
+  const blockRecords = Number(f.metadata.get(CK.blockRecords)?.value ?? DEFAULT_BLOCK_RECORDS);
+  const checks: RunChecks = {
+    tensor(name, bytes) {
+      const b = BUNDLE_RE.exec(name);
+      if (b) return checks.bundle(Number(b[1]), bytes);
+      const i = index.get(name);
+      const t = f.tensorByName.get(name);
+      if (i === undefined || !t) return; // not checksummed (e.g. a bundle)
+      const want = tensorDigests.subarray(i * DIGEST_BYTES, (i + 1) * DIGEST_BYTES);
+      const got = sha256(bytes);
+      if (!equal(got, want)) throw new ChecksumError(f.path, { kind: 'tensor', tensor: name, offset: t.offset, bytes: t.bytes, expected: hex(want), actual: hex(got) });
+    },
+    bundle(layer, records) {
+      const t = f.tensorByName.get(bundleName(layer));
+      if (!t) throw new RangeError(`no bundle tensor for layer ${layer}`);
+      const recordBytes = t.dims[0]!;
+      const nFF = t.dims[1] ?? 1;
+      const nBlocks = Math.ceil(nFF / blockRecords);
+      const digests = digestArray(f, CK.bundle(layer), nBlocks);
+      for (let b = 0; b < nBlocks; b++) {
+        const first = b * blockRecords;
+        const len = (Math.min(nFF, first + blockRecords) - first) * recordBytes;
+        const got = sha256(records.subarray(first * recordBytes, first * recordBytes + len));
+        const want = digests.subarray(b * DIGEST_BYTES, (b + 1) * DIGEST_BYTES);
+        if (!equal(got, want)) {
+          throw new ChecksumError(f.path, { kind: 'bundle', tensor: t.name, layer, block: b, firstRecord: first, offset: t.offset + first * recordBytes, bytes: len, expected: hex(want), actual: hex(got) });
+        }
+      }
+    },
+  };
+  return checks;
+}
