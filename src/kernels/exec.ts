@@ -34,6 +34,11 @@ export interface KernelExports {
   softmax(x: number, n: number): void;
   attention(q: number, k: number, v: number, out: number, kvF16: number, nHeads: number, nKvHeads: number,
     headDim: number, nPos: number, kvStride: number, scratch: number, qbuf: number, qbufBytes: number, h0: number, h1: number): void;
+  /** C[m0:m1, n0:n1] = alpha·op(A)·op(B) + beta·C (see wasm/gemm.ts) */
+  gemm_f32(a: number, lda: number, transA: number, b: number, ldb: number, transB: number, c: number, ldc: number,
+    m0: number, m1: number, n0: number, n1: number, k: number, alpha: number, beta: number, work: number,
+    kc: number, mc: number, nc: number): void;
+  gemm_work_bytes(kc: number, mc: number, nc: number): number;
 }
 
 export function instantiate(module: WebAssembly.Module, memory: WebAssembly.Memory): KernelExports {
@@ -70,6 +75,22 @@ export const OP_ATTN = 2;
 export const OP_FAIL = 3;
 export const OP_EXIT = 4;
 export const OP_MATVECT = 5;             // params: type, w, rows, cols, rowStride, h, y
+export const OP_GEMM = 6;                // params: see GEMM_P below
+
+/** f64 param slots of OP_GEMM. */
+export const GEMM_P = { a: 0, lda: 1, transA: 2, b: 3, ldb: 4, transB: 5, c: 6, ldc: 7, m: 8, n: 9, k: 10,
+  alpha: 11, beta: 12, work: 13, workBytes: 14, kc: 15, mc: 16, nc: 17 } as const;
+
+/** Thread t's block of C for OP_GEMM: the larger of m and n is split (n in multiples of 8
+ *  columns, m in multiples of 4 rows: the micro-tile), the other dimension is whole. */
+export function splitGemm(m: number, n: number, t: number, T: number): [number, number, number, number] {
+  if (n >= m) {
+    const b = (i: number) => (i >= T ? n : Math.min(n, Math.round((n * i) / (T * 8)) * 8));
+    return [0, m, b(t), b(t + 1)];
+  }
+  const b = (i: number) => (i >= T ? m : Math.min(m, Math.round((m * i) / (T * 4)) * 4));
+  return [b(t), b(t + 1), 0, n];
+}
 
 /** Row range of thread t of T for a job with `rows` rows; boundaries are multiples of 4. */
 export function splitRows(rows: number, t: number, T: number): [number, number] {
@@ -156,6 +177,17 @@ export function runShare(ctl: Int32Array, params: Float64Array, k: KernelExports
     if (h0 >= h1) return;
     const slot = scratchSlotBytes(T);
     k.attention(p[0], p[1], p[2], p[3], p[4], nHeads, p[6], p[7], p[8], p[9], p[10], SCRATCH_BASE + t * slot, slot, h0, h1);
+  } else if (op === OP_GEMM) {
+    const p = params, G = GEMM_P;
+    const [m0, m1, n0, n1] = splitGemm(p[G.m], p[G.n], t, T);
+    if (m0 >= m1 || n0 >= n1) return;
+    // one call per NC-column block: V8 tiers wasm functions up between calls, not inside one
+    // (no OSR), so a first huge call would otherwise run entirely in baseline code
+    const nc = p[G.nc];
+    for (let j = n0; j < n1; j += nc) {
+      k.gemm_f32(p[G.a], p[G.lda], p[G.transA], p[G.b], p[G.ldb], p[G.transB], p[G.c], p[G.ldc],
+        m0, m1, j, Math.min(n1, j + nc), p[G.k], p[G.alpha], p[G.beta], p[G.work] + t * p[G.workBytes], p[G.kc], p[G.mc], nc);
+    }
   } else if (op === OP_FAIL) {
     if (t !== 0) throw new Error(`injected failure in kernel worker ${t}`);
   } else {

@@ -15,7 +15,7 @@ import { Worker, MessageChannel, type MessagePort } from 'node:worker_threads';
 import {
   GGMLType, instantiate, runShare, readError, splitRows, scratchSlotBytes, ctlBytes, type KernelExports,
   RESERVED_BYTES, SCRATCH_BASE, W_SEQ, W_DONE, W_ERRS, W_OP, W_ARENA, W_NJOBS, W_DEAD, PARAM_BYTE, ERR_BYTE, ERR_SLOT,
-  JOB_F64, MAX_JOBS, OP_MATVEC, OP_MATVECT, OP_ATTN, OP_FAIL, OP_EXIT,
+  JOB_F64, MAX_JOBS, OP_MATVEC, OP_MATVECT, OP_ATTN, OP_FAIL, OP_EXIT, OP_GEMM, GEMM_P,
 } from './exec.js';
 
 export { GGMLType } from './exec.js';
@@ -93,6 +93,24 @@ export interface AttentionParams {
   q: number; k: number; v: number; out: number; kvType: number; nHeads: number; nKvHeads: number;
   headDim: number; nPos: number; kvStride: number; scratch: number;
 }
+/**
+ * C = alpha·op(A)·op(B) + beta·C, all f32 row-major in the arena (byte offsets). op(A) is
+ * [m × k]: A stored [m × k] (transA false) or [k × m] (transA true); op(B) is [k × n]: B stored
+ * [k × n] or [n × k] (transB). lda/ldb/ldc: row strides in elements of the stored matrices
+ * (defaults: packed). beta = 0 (default) never reads C; `accumulate: true` means beta = 1.
+ * C must not overlap A or B.
+ */
+export interface GemmParams {
+  a: number; b: number; c: number; m: number; n: number; k: number;
+  transA?: boolean; transB?: boolean; lda?: number; ldb?: number; ldc?: number;
+  alpha?: number; beta?: number; accumulate?: boolean;
+  /** gemmWorkBytes() bytes, 16-aligned (default: allocated once per arena on first use) */
+  work?: number;
+}
+/** GEMM blocking (f32 elements): KC depth × MC rows of A packed (128 KiB, L2), KC × NC of B
+ *  (1 MiB, L2/L3); measured on the dev box (AMD EPYC Zen 5), see bench/predictor-train.ts. */
+const GEMM_KC = 256, GEMM_MC = 128, GEMM_NC = 1024;
+
 export interface ComputeOptions {
   threads?: number;           // default 2: the calling thread + 1 worker
   /** matvec batches with fewer weight bytes (attention: K+V bytes) than this run on the calling
@@ -132,6 +150,7 @@ function warmUp(module: WebAssembly.Module): void {
     k.store_f16(X, S, 64);
     k.attention(X, W, W, Y, i & 1, 2, 1, 16, 4, 16, S, SCRATCH_BASE, 4096, 0, 2);
     k.rope(Y, 2, 16, i, 10000, 16, SCRATCH_BASE);
+    k.gemm_f32(X, 9, i & 1, W, 9, (i >> 1) & 1, Y, 9, 0, 9, 0, 9, 9, 1, i & 1, S, 8, 8, 8);
   }
 }
 
@@ -142,6 +161,7 @@ export class Compute {
   private readonly ports: MessagePort[] = [];
   private arenas = 0;
   private closed = false;
+  private readonly gemmWork = new WeakMap<Arena, number>();
 
   private constructor(
     private readonly module: WebAssembly.Module,
@@ -354,6 +374,59 @@ export class Compute {
       }
       throw new Error('kernel worker failed');
     }
+  }
+
+  // ---- gemm (f32, all threads) ---------------------------------------------------------------
+
+  /** Bytes of the work area gemm() needs (packed panels for every thread). */
+  gemmWorkBytes(): number {
+    return this.threads * this.gemmSlot();
+  }
+  private gemmSlot(): number {
+    // packed A [MC × KC] + packed B [KC × NC] + one 4×8 edge tile, f32; a 64 B line per thread
+    return Math.ceil(((GEMM_MC + GEMM_NC) * GEMM_KC + 32) * 4 / 64) * 64 + 64;
+  }
+
+  /** C = alpha·op(A)·op(B) + beta·C (see GemmParams). Threads split the larger of m and n; every
+   *  element of C is computed by one thread in a fixed order: the result does not depend on the
+   *  thread count. Accumulation in f32 in blocks of 256 along k. */
+  gemm(a: Arena, p: GemmParams): void {
+    this.live();
+    const { m, n, k } = p;
+    for (const [v, what] of [[m, 'm'], [n, 'n'], [k, 'k']] as const) {
+      if (!Number.isInteger(v) || v < 0 || v >= 2 ** 31) throw new RangeError(`gemm: bad ${what}=${v}`);
+    }
+    const tA = !!p.transA, tB = !!p.transB;
+    const lda = p.lda ?? (tA ? m : k), ldb = p.ldb ?? (tB ? k : n), ldc = p.ldc ?? n;
+    const ext = (rows: number, cols: number, ld: number, what: string) => {
+      if (!Number.isInteger(ld) || ld < cols) throw new RangeError(`gemm: ${what} row stride ${ld} < ${cols}`);
+      return rows > 0 && cols > 0 ? ((rows - 1) * ld + cols) * 4 : 0;
+    };
+    const aBytes = tA ? ext(k, m, lda, 'A') : ext(m, k, lda, 'A');
+    const bBytes = tB ? ext(n, k, ldb, 'B') : ext(k, n, ldb, 'B');
+    const cBytes = ext(m, n, ldc, 'C');
+    this.check(a, p.a, aBytes, 'gemm A');
+    this.check(a, p.b, bBytes, 'gemm B');
+    this.check(a, p.c, cBytes, 'gemm C');
+    const over = (o1: number, b1: number, o2: number, b2: number) => b1 > 0 && b2 > 0 && o1 < o2 + b2 && o2 < o1 + b1;
+    if (over(p.c, cBytes, p.a, aBytes) || over(p.c, cBytes, p.b, bBytes)) throw new RangeError('gemm: C overlaps A or B');
+    if (m === 0 || n === 0) return;
+    const beta = p.accumulate ? 1 : p.beta ?? 0;
+    const alpha = p.alpha ?? 1;
+    let work = p.work;
+    if (work === undefined) {
+      work = this.gemmWork.get(a);
+      if (work === undefined) { work = a.alloc(this.gemmWorkBytes(), 64); this.gemmWork.set(a, work); }
+    } else if (work % 16) throw new RangeError(`gemm: work offset ${work} is not 16-byte aligned`);
+    this.check(a, work, this.gemmWorkBytes(), 'gemm work');
+    const P = this.params, G = GEMM_P;
+    P[G.a] = p.a; P[G.lda] = lda; P[G.transA] = tA ? 1 : 0; P[G.b] = p.b; P[G.ldb] = ldb; P[G.transB] = tB ? 1 : 0;
+    P[G.c] = p.c; P[G.ldc] = ldc; P[G.m] = m; P[G.n] = n; P[G.k] = k; P[G.alpha] = alpha; P[G.beta] = beta;
+    P[G.work] = work; P[G.workBytes] = this.gemmSlot(); P[G.kc] = GEMM_KC; P[G.mc] = GEMM_MC; P[G.nc] = GEMM_NC;
+    this.ctl[W_OP] = OP_GEMM;
+    // below ~2 MFLOP waking the worker costs more than the split saves
+    if (this.threads === 1 || 2 * m * n * k < 2e6) runShare(this.ctl, P, a.k, 0, 1);
+    else this.dispatch(a, OP_GEMM);
   }
 
   /** @internal test hook: makes every worker throw on its next op */

@@ -7,3 +7,4 @@ export {
 } from './ops';
 export { attention } from './attention';
 export { matvect_q8_0, matvect_q4_0, matvect_f32, matvect_f16, matvect_bf16 } from './matvect';
+export { gemm_f32, gemm_work_bytes } from './gemm';
