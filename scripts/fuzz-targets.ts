@@ -799,8 +799,11 @@ export function whereOf(stack: string): string {
 
 export const BATCH = 100;
 /** Input `i` of a run with seed `seed`: fast-check samples in batches of BATCH, each batch its own seed. */
+let lastBatch: { key: string; inputs: Files[] } | undefined;
 export function inputsOf(t: Target, seed: number, batch: number): Files[] {
-  return fc.sample(t.arb(), { seed: (seed * 7919 + batch) | 0, numRuns: BATCH });
+  const key = `${t.name}/${seed}/${batch}`;
+  if (lastBatch?.key !== key) lastBatch = { key, inputs: fc.sample(t.arb(), { seed: (seed * 7919 + batch) | 0, numRuns: BATCH }) };
+  return lastBatch.inputs;
 }
 
 export interface RunOptions {

@@ -4,9 +4,10 @@
 //        [--slow-ms 2000] [--hang-ms 20000] [--mem-mb 64] [--out test/fixtures/fuzz] [--no-save]
 //   node dist/scripts/fuzz.js --replay [--record]     run the saved fixtures (--record: write expected.json)
 //
-// Each target runs in a worker thread; the main thread watches a heartbeat (the index of the input
-// being parsed) and terminates a worker that stays on one input longer than --hang-ms (a hang), or
-// records a worker that dies (out of memory, crash); the run then resumes after that input. Inputs
+// Each target runs in a child process (a failed huge allocation aborts a whole process, worker threads
+// included); the parent watches a heartbeat (the index of the input being parsed) and kills a child
+// that stays on one input longer than --hang-ms (a hang), or records a child that dies (out of memory,
+// crash); the run then resumes after that input. Inputs
 // that throw anything but the project's typed errors, take longer than --slow-ms, or grow memory by
 // more than --mem-mb are failures. The first (smallest) input of every distinct failure (kind, error
 // name, first project stack frame) is saved under <out>/<target>/<kind>-<hash>/ for
@@ -17,7 +18,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
+import { fork } from 'node:child_process';
 import {
   runInputs, runOne, setSeedDir, targetByName, TARGETS, type Failure, type Files, type Outcome, type Summary,
 } from './fuzz-targets.js';
@@ -26,23 +27,7 @@ const ROOT = fileURLToPath(new URL('../../', import.meta.url)); // dist/scripts/
 
 interface WorkerJob {
   target: string; seed: number; start: number; count: number; seedDir: string; dir: string;
-  slowMs: number; memLimitBytes: number; heartbeat: SharedArrayBuffer;
-}
-
-if (!isMainThread) {
-  const job = workerData as WorkerJob;
-  const hb = new Int32Array(job.heartbeat);
-  setSeedDir(job.seedDir);
-  const t = targetByName(job.target);
-  const r = runInputs(t, {
-    seed: job.seed, start: job.start, count: job.count, dir: job.dir, slowMs: job.slowMs, memLimitBytes: job.memLimitBytes,
-    onInput: (i) => Atomics.store(hb, 0, i),
-    onFailure: (f) => parentPort!.postMessage({ type: 'failure', f }),
-  });
-  const { failureList: _, ...summary } = r;
-  parentPort!.postMessage({ type: 'summary', summary });
-} else {
-  await main();
+  slowMs: number; memLimitBytes: number;
 }
 
 function arg(name: string, dflt: string): string {
@@ -68,14 +53,17 @@ async function fuzzTarget(target: string, o: { runs: number; seed: number; slowM
   const dir = path.join(o.work, `input-${target}`);
   let start = 0;
   while (start < o.runs) {
-    const heartbeat = new SharedArrayBuffer(8);
-    const hb = new Int32Array(heartbeat);
-    Atomics.store(hb, 0, -1);
     const job: WorkerJob = { target, seed: o.seed, start, count: o.runs - start, seedDir: path.join(o.work, 'seeds'), dir,
-      slowMs: o.slowMs, memLimitBytes: o.memLimitBytes, heartbeat };
-    const w = new Worker(fileURLToPath(import.meta.url), { workerData: job, resourceLimits: { maxOldGenerationSizeMb: 512 } });
+      slowMs: o.slowMs, memLimitBytes: o.memLimitBytes };
+    // a child process, not a worker thread: a failed huge allocation aborts the whole process
+    const w = fork(fileURLToPath(import.meta.url), ['--child'], {
+      execArgv: ['--max-old-space-size=1024'], serialization: 'advanced', stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
+    });
+    let stderr = '';
+    w.stderr!.on('data', (d: Buffer) => { stderr = (stderr + d.toString()).slice(-4000); });
+    w.send(job);
     const end = await new Promise<{ kind: 'done' | 'hang' | 'crash'; at: number; error?: string }>((resolve) => {
-      let last = -1, since = Date.now(), settled = false;
+      let cur = -1, since = Date.now(), settled = false;
       const finish = (v: { kind: 'done' | 'hang' | 'crash'; at: number; error?: string }): void => {
         if (settled) return;
         settled = true;
@@ -83,38 +71,42 @@ async function fuzzTarget(target: string, o: { runs: number; seed: number; slowM
         resolve(v);
       };
       const timer = setInterval(() => {
-        const cur = Atomics.load(hb, 0);
-        if (cur !== last) { last = cur; since = Date.now(); return; }
         if (cur >= 0 && Date.now() - since > o.hangMs) {
           finish({ kind: 'hang', at: cur });
-          void w.terminate();
+          w.kill('SIGKILL');
         }
       }, 200);
-      w.on('message', (m: { type: string; f?: Failure; summary?: Summary }) => {
-        if (m.type === 'failure') {
+      w.on('message', (m: { type: string; i?: number; f?: Failure; s?: Summary }) => {
+        if (m.type === 'at') {
+          cur = m.i!;
+          since = Date.now();
+        } else if (m.type === 'failure') {
           const f = m.f!;
           for (const k of Object.keys(f.files)) f.files[k] = Buffer.from(f.files[k]!);
           failures.push(f);
-        } else if (m.type === 'summary') {
-          const s = m.summary!;
+        } else if (m.type === 'done') {
+          const s = m.s!;
           agg.inputs += s.inputs; agg.ok += s.ok; agg.failures += s.failures;
           for (const [k, v] of Object.entries(s.typedErrors)) agg.typedErrors[k] = (agg.typedErrors[k] ?? 0) + v;
           agg.maxMs = Math.max(agg.maxMs, s.maxMs);
           agg.maxMemGrowthBytes = Math.max(agg.maxMemGrowthBytes, s.maxMemGrowthBytes);
+        } else if (m.type === 'end') {
           finish({ kind: 'done', at: o.runs });
+          w.kill();
         }
       });
-      w.on('error', (e) => finish({ kind: 'crash', at: Atomics.load(hb, 0), error: `${e.name}: ${e.message}` }));
-      w.on('exit', (code) => finish({ kind: code === 0 ? 'done' : 'crash', at: Atomics.load(hb, 0), error: `worker exited with code ${code}` }));
+      w.on('exit', (code, sig) => {
+        const last = stderr.split('\n').filter((l) => /FATAL|Error|error/.test(l)).slice(0, 2).join(' | ');
+        finish({ kind: 'crash', at: cur, error: `child exited (code ${code}, signal ${sig})${last ? `: ${last}` : ''}` });
+      });
     });
     if (end.kind === 'done') break;
-    // the input being parsed is still in `dir`; inputs before it were counted by the worker's failures only,
-    // so count them as tried (their outcomes other than failures are lost with the worker)
+    // the input being parsed is still in `dir`
     const at = Math.max(end.at, start);
     const f: Failure = { target, index: at, kind: end.kind, error: end.kind === 'hang' ? `no progress for ${o.hangMs} ms` : end.error ?? 'crash',
       where: '', ms: end.kind === 'hang' ? o.hangMs : 0, memBytes: 0, files: readFiles(dir) };
     failures.push(f);
-    agg.inputs += at - start + 1;
+    agg.inputs += 1;
     agg.failures += 1;
     if (end.kind === 'hang') agg.maxMs = Math.max(agg.maxMs, o.hangMs);
     process.stderr.write(`fuzz ${target}: ${end.kind} at input ${at} (${f.error}); resuming\n`);
@@ -212,4 +204,27 @@ async function main(): Promise<void> {
   const total = all.reduce((a, s) => a + s.failures, 0);
   console.log(JSON.stringify({ total: { targets: all.length, inputs: all.reduce((a, s) => a + s.inputs, 0), failures: total, saved } }));
   process.exitCode = total ? 1 : 0;
+}
+
+if (process.argv.includes('--child')) {
+  process.once('message', (job: WorkerJob) => {
+    setSeedDir(job.seedDir);
+    const t = targetByName(job.target);
+    void (async () => {
+      // one input at a time: the heartbeat ('at') reaches the parent before the input is parsed, the
+      // outcome ('done') after
+      for (let i = job.start; i < job.start + job.count; i++) {
+        process.send!({ type: 'at', i });
+        await new Promise((r) => setImmediate(r));
+        const { failureList: _, ...s } = runInputs(t, {
+          seed: job.seed, start: i, count: 1, dir: job.dir, slowMs: job.slowMs, memLimitBytes: job.memLimitBytes,
+          onFailure: (f) => process.send!({ type: 'failure', f }),
+        });
+        process.send!({ type: 'done', s });
+      }
+      process.send!({ type: 'end' });
+    })();
+  });
+} else {
+  await main();
 }

@@ -27,3 +27,30 @@ export class NotFoundError extends Error {
     this.name = 'NotFoundError';
   }
 }
+
+/**
+ * A short rendering of a value parsed from an untrusted JSON file, for error messages. Unlike
+ * JSON.stringify / String() it is bounded in depth, items and length, so a hostile file with deeply
+ * nested arrays cannot overflow the stack while we are reporting that it is invalid.
+ */
+export function jsonSnippet(v: unknown, max = 80): string {
+  const s = render(v, 0);
+  return s.length > max ? `${s.slice(0, max - 1)}…` : s;
+}
+
+function render(v: unknown, depth: number): string {
+  if (typeof v === 'string') return JSON.stringify(v.length > 64 ? `${v.slice(0, 64)}…` : v);
+  if (typeof v === 'bigint') return String(v);
+  if (v === null || typeof v !== 'object') return typeof v === 'number' && !Number.isFinite(v) ? String(v) : JSON.stringify(v) ?? String(v);
+  if (depth >= 3) return Array.isArray(v) ? '[…]' : '{…}';
+  const MAX_ITEMS = 6;
+  if (Array.isArray(v)) {
+    const items = v.slice(0, MAX_ITEMS).map((x) => render(x, depth + 1));
+    if (v.length > MAX_ITEMS) items.push('…');
+    return `[${items.join(',')}]`;
+  }
+  const keys = Object.keys(v);
+  const items = keys.slice(0, MAX_ITEMS).map((k) => `${JSON.stringify(k)}:${render((v as Record<string, unknown>)[k], depth + 1)}`);
+  if (keys.length > MAX_ITEMS) items.push('…');
+  return `{${items.join(',')}}`;
+}

@@ -7,8 +7,9 @@
 
 import * as fs from 'node:fs';
 import * as nodePath from 'node:path';
-import { FormatError, NotFoundError, UnsupportedError } from './errors.js';
+import { FormatError, jsonSnippet, NotFoundError, UnsupportedError } from './errors.js';
 import { GGUFValueType, type GGUFKV, type TensorInfo } from './gguf.js';
+import { isFile, readJSONFile } from './json-file.js';
 import { TensorType } from './ggml-types.js';
 import { openSafetensors, readFully, type STTensor } from './safetensors.js';
 import type { ModelSource } from './source.js';
@@ -19,6 +20,7 @@ const ARCHITECTURES = new Set(['LlamaForCausalLM', 'MistralForCausalLM']);
 const MODEL_TYPES = new Set(['llama', 'mistral']);
 const DTYPES: Record<string, number> = { F32: TensorType.F32, F16: TensorType.F16, BF16: TensorType.BF16 };
 const DTYPE_BYTES: Record<string, number> = { F32: 4, F16: 2, BF16: 2 };
+const MAX_CONFIG_BYTES = 16 << 20; // config.json is a few KB
 
 /** The subset of config.json we use, validated. */
 export interface HFLlamaConfig {
@@ -34,26 +36,26 @@ export function parseHFConfig(file: string, c: unknown): HFLlamaConfig {
   const archs = cfg.architectures;
   if (archs !== undefined) {
     if (!Array.isArray(archs) || !archs.every((a) => typeof a === 'string')) {
-      throw new FormatError(file, 'architectures', `expected an array of strings, got ${JSON.stringify(archs)}`);
+      throw new FormatError(file, 'architectures', `expected an array of strings, got ${jsonSnippet(archs)}`);
     }
     if (!archs.some((a) => ARCHITECTURES.has(a))) {
       throw new UnsupportedError(`${file}: architecture ${archs.join(', ') || '(none)'} is not supported (supported: ${[...ARCHITECTURES].join(', ')})`);
     }
   }
   if (cfg.model_type !== undefined && !MODEL_TYPES.has(cfg.model_type as string)) {
-    throw new UnsupportedError(`${file}: model_type '${String(cfg.model_type)}' is not supported (supported: ${[...MODEL_TYPES].join(', ')})`);
+    throw new UnsupportedError(`${file}: model_type ${jsonSnippet(cfg.model_type)} is not supported (supported: ${[...MODEL_TYPES].join(', ')})`);
   }
   if (archs === undefined && cfg.model_type === undefined) throw new FormatError(file, 'architectures', 'missing (and no model_type)');
 
   const int = (key: string, dflt?: number): number => {
     const v = cfg[key] ?? dflt;
     if (v === undefined) throw new FormatError(file, key, 'missing');
-    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v <= 0) throw new FormatError(file, key, `expected a positive integer, got ${JSON.stringify(v)}`);
+    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v <= 0) throw new FormatError(file, key, `expected a positive integer, got ${jsonSnippet(v)}`);
     return v;
   };
   const num = (key: string, dflt: number): number => {
     const v = cfg[key] ?? dflt;
-    if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) throw new FormatError(file, key, `expected a positive number, got ${JSON.stringify(v)}`);
+    if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) throw new FormatError(file, key, `expected a positive number, got ${jsonSnippet(v)}`);
     return v;
   };
   const hiddenSize = int('hidden_size');
@@ -66,15 +68,15 @@ export function parseHFConfig(file: string, c: unknown): HFLlamaConfig {
   if (nHeads % nKvHeads !== 0) throw new FormatError(file, 'num_key_value_heads', `${nKvHeads} does not divide num_attention_heads ${nHeads}`);
   if (headDim % 2 !== 0) throw new FormatError(file, 'head_dim', `${headDim} is odd (hidden_size ${hiddenSize} / heads ${nHeads})`);
   if (cfg.rope_scaling !== undefined && cfg.rope_scaling !== null) {
-    throw new UnsupportedError(`${file}: rope_scaling ${JSON.stringify(cfg.rope_scaling)} is not supported yet`);
+    throw new UnsupportedError(`${file}: rope_scaling ${jsonSnippet(cfg.rope_scaling)} is not supported yet`);
   }
   for (const key of ['attention_bias', 'mlp_bias']) {
     if (cfg[key] === true) throw new UnsupportedError(`${file}: ${key} = true is not supported`);
   }
   const act = cfg.hidden_act ?? 'silu';
-  if (act !== 'silu' && act !== 'relu') throw new UnsupportedError(`${file}: hidden_act '${String(act)}' is not supported (supported: silu, relu)`);
+  if (act !== 'silu' && act !== 'relu') throw new UnsupportedError(`${file}: hidden_act ${jsonSnippet(act)} is not supported (supported: silu, relu)`);
   const tie = cfg.tie_word_embeddings ?? false;
-  if (typeof tie !== 'boolean') throw new FormatError(file, 'tie_word_embeddings', `expected a boolean, got ${JSON.stringify(tie)}`);
+  if (typeof tie !== 'boolean') throw new FormatError(file, 'tie_word_embeddings', `expected a boolean, got ${jsonSnippet(tie)}`);
   return {
     hiddenSize, intermediateSize: int('intermediate_size'), nLayers: int('num_hidden_layers'), nHeads, nKvHeads, headDim,
     rmsNormEps: num('rms_norm_eps', 1e-6), ropeTheta: num('rope_theta', 10000), ctxLen: int('max_position_embeddings'),
@@ -124,19 +126,19 @@ export function ggufTensorName(hf: string): string | undefined {
   return part ? `blk.${m[1]}.${part}.weight` : undefined;
 }
 
-/** The GGUF tensors a config requires, in file order, with their HF shapes ([rows, cols]). */
-function expectedTensors(cfg: HFLlamaConfig, hasOutput: boolean): [string, number[]][] {
+/** The GGUF tensors a config requires, in file order, with their HF shapes ([rows, cols]). A generator:
+ * the caller stops at the first missing tensor, so a config claiming 10^9 layers costs nothing. */
+function* expectedTensors(cfg: HFLlamaConfig, hasOutput: boolean): Generator<[string, number[]]> {
   const { hiddenSize: d, intermediateSize: f, headDim: hd, nHeads, nKvHeads, vocabSize } = cfg;
-  const out: [string, number[]][] = [['token_embd.weight', [vocabSize, d]]];
+  yield ['token_embd.weight', [vocabSize, d]];
   for (let l = 0; l < cfg.nLayers; l++) {
     const b = `blk.${l}.`;
-    out.push([`${b}attn_norm.weight`, [d]], [`${b}attn_q.weight`, [nHeads * hd, d]], [`${b}attn_k.weight`, [nKvHeads * hd, d]],
+    yield* [[`${b}attn_norm.weight`, [d]], [`${b}attn_q.weight`, [nHeads * hd, d]], [`${b}attn_k.weight`, [nKvHeads * hd, d]],
       [`${b}attn_v.weight`, [nKvHeads * hd, d]], [`${b}attn_output.weight`, [d, nHeads * hd]], [`${b}ffn_norm.weight`, [d]],
-      [`${b}ffn_gate.weight`, [f, d]], [`${b}ffn_up.weight`, [f, d]], [`${b}ffn_down.weight`, [d, f]]);
+      [`${b}ffn_gate.weight`, [f, d]], [`${b}ffn_up.weight`, [f, d]], [`${b}ffn_down.weight`, [d, f]]] as [string, number[]][];
   }
-  out.push(['output_norm.weight', [d]]);
-  if (hasOutput) out.push(['output.weight', [vocabSize, d]]);
-  return out;
+  yield ['output_norm.weight', [d]];
+  if (hasOutput) yield ['output.weight', [vocabSize, d]];
 }
 
 /**
@@ -161,18 +163,8 @@ interface HFTensor { info: TensorInfo; st: STTensor; permuteHeads: number }
 /** Opens an HF Llama/Mistral directory as a ModelSource. */
 export function openHFDir(dir: string): ModelSource {
   const configPath = nodePath.join(dir, 'config.json');
-  let raw: string;
-  try {
-    raw = fs.readFileSync(configPath, 'utf8');
-  } catch {
-    throw new NotFoundError(configPath, 'HF config');
-  }
-  let json: unknown;
-  try {
-    json = JSON.parse(raw);
-  } catch (e) {
-    throw new FormatError(configPath, 'config', `invalid JSON (${(e as Error).message})`);
-  }
+  if (!isFile(configPath)) throw new NotFoundError(configPath, 'HF config');
+  const json = readJSONFile(configPath, MAX_CONFIG_BYTES, 'config');
   const cfg = parseHFConfig(configPath, json);
   const st = openSafetensors(dir);
 

@@ -28,17 +28,51 @@ export function readSmallFile(path: string, maxBytes: number): Uint8Array {
 }
 
 /** Parse a JSON file of at most `maxBytes`. */
-export function readJSONFile(path: string, maxBytes: number): unknown {
-  const bytes = readSmallFile(path, maxBytes);
+export function readJSONFile(path: string, maxBytes: number, field = 'json'): unknown {
+  return parseJSONBytes(path, field, readSmallFile(path, maxBytes));
+}
+
+/** Deepest nesting of arrays / objects a JSON file may have (the files we read nest < 10 levels;
+ * Python's json module, which writes most of them, stops near 1000). */
+export const MAX_JSON_DEPTH = 512;
+
+/**
+ * UTF-8 bytes → JSON value, as FormatError(file, field, ..) when the bytes are not UTF-8, nest deeper
+ * than MAX_JSON_DEPTH (checked before parsing, so that neither JSON.parse nor any code walking the
+ * value spends time or stack on a hostile nesting) or are not JSON.
+ */
+export function parseJSONBytes(file: string, field: string, bytes: Uint8Array): unknown {
   let text: string;
   try {
     text = new TextDecoder('utf-8', { fatal: true }).decode(bytes);
   } catch {
-    throw new FormatError(path, 'encoding', 'not valid UTF-8');
+    throw new FormatError(file, field, 'not valid UTF-8');
   }
+  const depth = jsonDepthOver(text, MAX_JSON_DEPTH);
+  if (depth >= 0) throw new FormatError(file, field, `nested deeper than ${MAX_JSON_DEPTH} levels (at character ${depth})`);
   try {
     return JSON.parse(text) as unknown;
   } catch (e) {
-    throw new FormatError(path, 'json', (e as Error).message);
+    throw new FormatError(file, field, `invalid JSON (${(e as Error).message.slice(0, 200)})`);
   }
+}
+
+/** Index of the first bracket nested deeper than `max` in a JSON text (strings skipped), else -1. */
+function jsonDepthOver(text: string, max: number): number {
+  let depth = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x22) { // skip a string
+      for (i++; i < text.length; i++) {
+        const d = text.charCodeAt(i);
+        if (d === 0x5c) i++;
+        else if (d === 0x22) break;
+      }
+    } else if (c === 0x5b || c === 0x7b) {
+      if (++depth > max) return i;
+    } else if (c === 0x5d || c === 0x7d) {
+      depth--;
+    }
+  }
+  return -1;
 }

@@ -13,7 +13,8 @@
 import { preadFully } from './fsutil.js';
 import * as fs from 'node:fs';
 import * as nodePath from 'node:path';
-import { FormatError, NotFoundError } from './errors.js';
+import { FormatError, jsonSnippet, NotFoundError } from './errors.js';
+import { parseJSONBytes, readJSONFile } from './json-file.js';
 
 export interface STTensor {
   name: string;
@@ -91,18 +92,7 @@ export function readSafetensorsFile(path: string): { tensors: STTensor[]; metada
     const headerLen = Number(n);
     const hb = Buffer.alloc(headerLen);
     readFully(fd, path, 'header', 8, hb, 0, headerLen);
-    let text: string;
-    try {
-      text = new TextDecoder('utf-8', { fatal: true }).decode(hb);
-    } catch {
-      throw new FormatError(path, 'header', 'not valid UTF-8');
-    }
-    let header: unknown;
-    try {
-      header = JSON.parse(text);
-    } catch (e) {
-      throw new FormatError(path, 'header', `invalid JSON (${(e as Error).message})`);
-    }
+    const header = parseJSONBytes(path, 'header', hb);
     if (!isObject(header)) throw new FormatError(path, 'header', 'not a JSON object');
     return parseHeader(path, header, 8 + headerLen, size - 8 - headerLen);
   } finally {
@@ -119,7 +109,7 @@ function parseHeader(path: string, header: Record<string, unknown>, dataStart: n
     if (name === '__metadata__') {
       if (!isObject(v)) throw new FormatError(path, '__metadata__', 'not a JSON object');
       for (const [k, s] of Object.entries(v)) {
-        if (typeof s !== 'string') throw new FormatError(path, `__metadata__.${k}`, `expected a string, got ${JSON.stringify(s)}`);
+        if (typeof s !== 'string') throw new FormatError(path, `__metadata__.${k}`, `expected a string, got ${jsonSnippet(s)}`);
         metadata[k] = s;
       }
       continue;
@@ -127,14 +117,14 @@ function parseHeader(path: string, header: Record<string, unknown>, dataStart: n
     const f = `tensor '${name}'`;
     if (!isObject(v)) throw new FormatError(path, f, 'not a JSON object');
     const { dtype, shape, data_offsets: offs } = v;
-    if (typeof dtype !== 'string') throw new FormatError(path, `${f} dtype`, `expected a string, got ${JSON.stringify(dtype)}`);
+    if (typeof dtype !== 'string') throw new FormatError(path, `${f} dtype`, `expected a string, got ${jsonSnippet(dtype)}`);
     const esize = ST_DTYPE_BYTES[dtype];
     if (esize === undefined) throw new FormatError(path, `${f} dtype`, `unknown dtype '${dtype}'`);
     if (!Array.isArray(shape) || !shape.every(isCount)) {
-      throw new FormatError(path, `${f} shape`, `expected an array of non-negative integers, got ${JSON.stringify(shape)}`);
+      throw new FormatError(path, `${f} shape`, `expected an array of non-negative integers, got ${jsonSnippet(shape)}`);
     }
     if (!Array.isArray(offs) || offs.length !== 2 || !offs.every(isCount)) {
-      throw new FormatError(path, `${f} data_offsets`, `expected [begin, end] non-negative integers, got ${JSON.stringify(offs)}`);
+      throw new FormatError(path, `${f} data_offsets`, `expected [begin, end] non-negative integers, got ${jsonSnippet(offs)}`);
     }
     const [begin, end] = offs as [number, number];
     if (begin > end) throw new FormatError(path, `${f} data_offsets`, `begin ${begin} > end ${end}`);
@@ -160,19 +150,14 @@ function parseHeader(path: string, header: Record<string, unknown>, dataStart: n
 }
 
 function readIndex(indexPath: string): Map<string, string> {
-  let index: unknown;
-  try {
-    index = JSON.parse(fs.readFileSync(indexPath, 'utf8'));
-  } catch (e) {
-    throw new FormatError(indexPath, 'index', `invalid JSON (${(e as Error).message})`);
-  }
+  const index = readJSONFile(indexPath, MAX_HEADER_BYTES, 'index');
   if (!isObject(index)) throw new FormatError(indexPath, 'index', 'not a JSON object');
   const wm = index.weight_map;
   if (!isObject(wm)) throw new FormatError(indexPath, 'weight_map', 'missing or not a JSON object');
   const out = new Map<string, string>();
   for (const [name, file] of Object.entries(wm)) {
     if (typeof file !== 'string' || file === '') {
-      throw new FormatError(indexPath, `weight_map['${name}']`, `expected a file name, got ${JSON.stringify(file)}`);
+      throw new FormatError(indexPath, `weight_map['${name}']`, `expected a file name, got ${jsonSnippet(file)}`);
     }
     if (file !== nodePath.basename(file) || file === '.' || file === '..') {
       throw new FormatError(indexPath, `weight_map['${name}']`, `'${file}' is not a plain file name in the model directory`);

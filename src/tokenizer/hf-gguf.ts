@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { FormatError, NotFoundError, UnsupportedError } from '../formats/errors.js';
 import { GGUFValueType as VT, type GGUFKV } from '../formats/gguf.js';
 import { isFile, readJSONFile, readSmallFile } from '../formats/json-file.js';
-import { components, type HFTokenizerFiles, isObj, type Json, MAX_JSON_BYTES, readHFTokenizerFiles, templateSpecials, tokenText } from './hf-files.js';
+import { components, configVocabSize, type HFTokenizerFiles, isObj, type Json, MAX_JSON_BYTES, readHFTokenizerFiles, templateSpecials, tokenText } from './hf-files.js';
 import { parseSentencePieceModel } from './sentencepiece-model.js';
 import { TokenType } from './types.js';
 
@@ -37,8 +37,9 @@ interface Vocab { tokens: string[]; scores?: Float32Array; types: Int32Array }
 function vocabFromSentencePiece(dir: string, cfg: Json, mc: Json): Vocab {
   const path = join(dir, 'tokenizer.model');
   const sp = parseSentencePieceModel(readSmallFile(path, MAX_SPM_BYTES), path);
-  const hv = mc.vocab_size_per_layer_input ?? mc.vocab_size;
-  const vocabSize = typeof hv === 'number' && Number.isInteger(hv) && hv > 0 ? hv : sp.pieces.length;
+  const key = mc.vocab_size_per_layer_input !== undefined ? 'vocab_size_per_layer_input' : 'vocab_size';
+  const hv = configVocabSize(join(dir, 'config.json'), key, mc[key], sp.pieces.length);
+  const vocabSize = hv !== undefined && hv > 0 ? hv : sp.pieces.length;
   const tokens = Array.from({ length: vocabSize }, (_, i) => `[PAD${i}]`);
   const scores = new Float32Array(vocabSize).fill(-10000);
   const types = new Int32Array(vocabSize).fill(TokenType.UNUSED);
@@ -135,7 +136,7 @@ function preNameFor(json: Json): string {
 }
 
 function vocabFromByteLevelJSON(f: HFTokenizerFiles, mc: Json): Vocab {
-  let n = typeof mc.vocab_size === 'number' ? mc.vocab_size : 0;
+  let n = configVocabSize(join(f.dir, 'config.json'), 'vocab_size', mc.vocab_size, f.vocab.size + f.added.length) ?? 0;
   for (const id of f.vocab.values()) n = Math.max(n, id + 1);
   for (const a of f.added) n = Math.max(n, a.id + 1);
   const tokens = new Array<string>(n);

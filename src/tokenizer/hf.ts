@@ -6,7 +6,7 @@
 //   A directory with only tokenizer.model is read through ggufVocabMetadataFromHFDir.
 
 import { join } from 'node:path';
-import { FormatError, NotFoundError, UnsupportedError } from '../formats/errors.js';
+import { FormatError, jsonSnippet, NotFoundError, UnsupportedError } from '../formats/errors.js';
 import type { GGUFKV } from '../formats/gguf.js';
 import { isFile } from '../formats/json-file.js';
 import type { VocabData } from './base.js';
@@ -49,7 +49,7 @@ function normalizerFn(json: Json, path: string): ((s: string) => string) | undef
         break;
       }
       case 'Lowercase': steps.push((s) => s.toLowerCase()); break;
-      default: throw new UnsupportedError(`${path}: normalizer ${String(n.type)} is not supported for byte-level BPE`);
+      default: throw new UnsupportedError(`${path}: normalizer ${jsonSnippet(n.type)} is not supported for byte-level BPE`);
     }
   }
   return steps.length ? (s) => steps.reduce((x, f) => f(x), s) : undefined;
@@ -64,14 +64,14 @@ function byteLevelPre(json: Json, path: string): { steps: PreStep[]; addPrefixSp
       if (p.use_regex !== false) steps.push('gpt2');
     } else if (p.type === 'Split') {
       const pat = isObj(p.pattern) ? p.pattern : {};
-      if (p.behavior !== 'Isolated' || p.invert === true) throw new UnsupportedError(`${path}: Split pre-tokenizer with behavior ${String(p.behavior)}${p.invert ? ' (inverted)' : ''} is not supported`);
+      if (p.behavior !== 'Isolated' || p.invert === true) throw new UnsupportedError(`${path}: Split pre-tokenizer with behavior ${jsonSnippet(p.behavior)}${p.invert ? ' (inverted)' : ''} is not supported`);
       if (typeof pat.Regex === 'string') steps.push(toJsRegex(pat.Regex));
       else if (typeof pat.String === 'string') steps.push(new RegExp(pat.String.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'), 'gu'));
       else throw new FormatError(path, 'pre_tokenizer', 'Split without pattern');
     } else if (p.type === 'Digits') {
       steps.push(new RegExp(p.individual_digits === true ? '\\p{N}' : '\\p{N}+', 'gu'));
     } else {
-      throw new UnsupportedError(`${path}: pre-tokenizer ${String(p.type)} is not supported`);
+      throw new UnsupportedError(`${path}: pre-tokenizer ${jsonSnippet(p.type)} is not supported`);
     }
   }
   return { steps, addPrefixSpace };
@@ -84,11 +84,11 @@ function spmOptions(json: Json, path: string): Pick<SpmOptions, 'prefix' | 'spli
   for (const n of components(json.normalizer, 'normalizers')) {
     if (n.type === 'Prepend' && n.prepend === '\u2581') prefix = 'every';
     else if (n.type === 'Replace' && isObj(n.pattern) && n.pattern.String === ' ' && n.content === '\u2581') replaces = true;
-    else throw new UnsupportedError(`${path}: normalizer ${String(n.type)} ${JSON.stringify(n)} is not supported for a Llama-style tokenizer`);
+    else throw new UnsupportedError(`${path}: normalizer ${jsonSnippet(n)} is not supported for a Llama-style tokenizer`);
   }
   for (const p of components(json.pre_tokenizer, 'pretokenizers')) {
-    if (p.type !== 'Metaspace') throw new UnsupportedError(`${path}: pre-tokenizer ${String(p.type)} is not supported for a Llama-style tokenizer`);
-    if (p.replacement !== undefined && p.replacement !== '\u2581') throw new UnsupportedError(`${path}: Metaspace replacement ${String(p.replacement)}`);
+    if (p.type !== 'Metaspace') throw new UnsupportedError(`${path}: pre-tokenizer ${jsonSnippet(p.type)} is not supported for a Llama-style tokenizer`);
+    if (p.replacement !== undefined && p.replacement !== '\u2581') throw new UnsupportedError(`${path}: Metaspace replacement ${jsonSnippet(p.replacement)}`);
     replaces = true;
     const scheme = typeof p.prepend_scheme === 'string' ? p.prepend_scheme : p.add_prefix_space === false ? 'never' : 'always';
     if (scheme !== 'always' && scheme !== 'first' && scheme !== 'never') throw new UnsupportedError(`${path}: Metaspace prepend_scheme ${scheme}`);
