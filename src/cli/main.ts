@@ -6,6 +6,7 @@ import { cmdConvert, cmdInspect, cmdSynth } from './commands.js';
 import { cmdDemo, cmdRun } from './run.js';
 import { cmdVerify } from './flash-cmds.js';
 import { cmdProfileDisk } from './profile-disk.js';
+import { cmdCalibrate } from './calibrate-cmd.js';
 
 export class UsageError extends Error {
   constructor(message: string) {
@@ -17,7 +18,7 @@ export class UsageError extends Error {
 /** Error names that are the user's problem, not ours: no stack trace unless --verbose. */
 const USER_ERRORS = new Set([
   'UsageError', 'FormatError', 'UnsupportedError', 'NotFoundError', 'ModelConfigError', 'EngineError',
-  'SamplingError', 'SynthOptionsError', 'BudgetError', 'FlashIOError', 'FlashAlignmentError', 'DiskProfileError', 'TokenizerError', 'ArenaFullError', 'ConvertError', 'ChecksumError',
+  'SamplingError', 'SynthOptionsError', 'BudgetError', 'FlashIOError', 'FlashAlignmentError', 'DiskProfileError', 'TokenizerError', 'ArenaFullError', 'ConvertError', 'ChecksumError', 'CalibrationError',
 ]);
 
 const HELP = `flashlm — run LLMs bigger than DRAM from Node.js
@@ -36,6 +37,8 @@ commands:
                                 O_DIRECT random-read bandwidth and IOPS vs chunk size and reads in
                                 flight; saved for the flash engine's cost model (run with
                                 UV_USE_IO_URING=1 so libuv submits through io_uring)
+  calibrate MODEL --text FILE|DIR... [--tokens N] [-o OUT]
+                                record FFN activations over real text (for sparse mode)
   inspect MODEL                 architecture, shapes, dtypes, sizes
   synth -o OUT [--layers L --hidden D --ffn F --heads H --kv-heads K --vocab V --ctx C
         --dtype f32|f16|q8_0|q4_0 --act silu|relu --seed S --format gguf|safetensors]
@@ -107,6 +110,8 @@ export async function main(argv: string[]): Promise<number> {
         return await cmdVerify(rest);
       case 'profile-disk':
         return await cmdProfileDisk(rest);
+      case 'calibrate':
+        return await cmdCalibrate(rest);
       case undefined:
       case 'help':
       case '-h':

@@ -16,7 +16,8 @@ export class Progress {
   private done = false;
   private readonly tty: boolean;
 
-  constructor(private readonly label: string, private readonly stream: NodeJS.WriteStream = process.stderr, enabled = true) {
+  constructor(private readonly label: string, private readonly stream: NodeJS.WriteStream = process.stderr, enabled = true,
+    private readonly fmt: (n: number) => string = fmtBytes) {
     this.tty = enabled && !!stream.isTTY;
     if (!enabled) this.done = true;
   }
@@ -30,7 +31,8 @@ export class Progress {
     const secs = (now - this.t0) / 1000;
     const rate = done / Math.max(secs, 1e-3);
     const eta = rate > 0 ? (total - done) / rate : 0;
-    const text = `${this.label} ${(frac * 100).toFixed(0).padStart(3)}% ${fmtBytes(done)}/${fmtBytes(total)} ${fmtBytes(rate)}/s eta ${eta.toFixed(0)}s`;
+    const f = this.fmt;
+    const text = `${this.label} ${(frac * 100).toFixed(0).padStart(3)}% ${f(done)}/${f(total)} ${f(rate)}/s eta ${eta.toFixed(0)}s`;
     if (this.tty) {
       if (now - this.lastDraw < 100 && frac < 1) return;
       this.lastDraw = now;

@@ -9,7 +9,7 @@ import { Compute } from '../kernels/index.js';
 import { planBudget, RUNTIME_OVERHEAD_BYTES, type BudgetPlan } from '../memory/budget.js';
 import {
   configFromMetadata, ffnSlotBytes, forward, forwardStreamed, kvBytesPerLayer, loadWeights, makeCache, makePlans, makeState, planStreamAll, stateBytes,
-  type BundleLayout, type StreamPlan, type KVCache, type LlamaConfig, type LlamaWeights, type RunState,
+  type BundleLayout, type FFNProbe, type StreamPlan, type KVCache, type LlamaConfig, type LlamaWeights, type RunState,
 } from '../model/llama.js';
 import { tokenizerFromGGUF, tokenizerFromHFDir, type Tokenizer } from '../tokenizer/index.js';
 import { Sampler, type SamplingOptions } from './sample.js';
@@ -112,6 +112,8 @@ export class Model {
   /** Things the CLI should tell the user (e.g. O_DIRECT refused, buffered reads). */
   readonly warnings: string[] = [];
   private stall = { ms: 0 };
+  /** Calibration: sees every layer's FFN input and gate/up projections (see FFNProbe). */
+  ffnProbe: FFNProbe | undefined;
   /** The --memory plan, when a budget was given. */
   plan: BudgetPlan | undefined;
   private pos = 0;
@@ -250,7 +252,7 @@ export class Model {
   private step(token: number): Float32Array {
     if (this.ffnSource) throw new EngineError('internal: a flash-mode model runs through the async verbs (prefillAsync, decodeAsync, generate)');
     this.checkRoom();
-    const logits = forward(this.cfg, this.weights, this.state, this.plans, this.cache, this.compute, token, this.pos);
+    const logits = forward(this.cfg, this.weights, this.state, this.plans, this.cache, this.compute, token, this.pos, this.ffnProbe);
     this.pos++;
     return logits;
   }
@@ -271,7 +273,7 @@ export class Model {
   private async stepAsync(token: number): Promise<Float32Array> {
     if (!this.ffnSource) return this.step(token);
     this.checkRoom();
-    const logits = await forwardStreamed(this.cfg, this.weights, this.state, this.plans, this.cache, this.compute, token, this.pos, this.ffnSource, this.stall);
+    const logits = await forwardStreamed(this.cfg, this.weights, this.state, this.plans, this.cache, this.compute, token, this.pos, this.ffnSource, this.stall, this.ffnProbe);
     this.times.ioStallMs = this.stall.ms;
     this.pos++;
     return logits;

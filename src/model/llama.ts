@@ -570,14 +570,22 @@ function attentionBlock(cfg: LlamaConfig, w: LlamaWeights, plans: Plans, cache: 
   return s;
 }
 
+/**
+ * Sees each layer's FFN between the gate/up projections and the activation: xb = the FFN input
+ * (normalized) [dim], hb = gate pre-activations G·x [ffnDim], hb2 = up projections U·x [ffnDim],
+ * all f32 in the layer's arena (ArenaState offsets). For calibration; must not write.
+ */
+export type FFNProbe = (l: number, s: ArenaState) => void;
+
 /** Layer l's feed-forward block: h = act(G·x) ⊙ (U·x); y = D·h; residual added. */
-function ffnBlock(cfg: LlamaConfig, w: LlamaWeights, plans: Plans, c: Compute, l: number): void {
+function ffnBlock(cfg: LlamaConfig, w: LlamaWeights, plans: Plans, c: Compute, l: number, probe?: FFNProbe): void {
   const L = w.layers[l]!;
   const P = plans.layers[l]!;
   const s = P.s;
   const a = s.arena;
   c.rmsnorm(a, s.x, L.ffnNorm, s.xb, cfg.dim, cfg.normEps);
   project(c, a, s.xq, P.gateUp);
+  probe?.(l, s);
   if (cfg.act === 'silu') c.siluMul(a, s.hb, s.hb2, s.hb, cfg.ffnDim);
   else c.reluMul(a, s.hb, s.hb2, s.hb, cfg.ffnDim);
   if (P.downT) c.matvecT(a, P.downT);
@@ -597,12 +605,12 @@ function output(cfg: LlamaConfig, w: LlamaWeights, st: RunState, plans: Plans, c
  * One token through the network at position `pos` (KV for positions < pos must be in `cache`).
  * Returns the logits view [vocab] (overwritten by the next call).
  */
-export function forward(cfg: LlamaConfig, w: LlamaWeights, st: RunState, plans: Plans, cache: KVCache, c: Compute, token: number, pos: number): Float32Array {
+export function forward(cfg: LlamaConfig, w: LlamaWeights, st: RunState, plans: Plans, cache: KVCache, c: Compute, token: number, pos: number, probe?: FFNProbe): Float32Array {
   if (pos >= cache.ctx) throw new RangeError(`position ${pos} beyond the KV cache (${cache.ctx} positions)`);
   let s = embed(cfg, w, st, c, token);
   for (let l = 0; l < cfg.nLayers; l++) {
     s = attentionBlock(cfg, w, plans, cache, c, l, pos, s);
-    ffnBlock(cfg, w, plans, c, l);
+    ffnBlock(cfg, w, plans, c, l, probe);
   }
   return output(cfg, w, st, plans, c, s);
 }
@@ -615,7 +623,7 @@ export function forward(cfg: LlamaConfig, w: LlamaWeights, st: RunState, plans: 
  */
 export async function forwardStreamed(
   cfg: LlamaConfig, w: LlamaWeights, st: RunState, plans: Plans, cache: KVCache, c: Compute, token: number, pos: number,
-  src: FFNSource, stall: { ms: number },
+  src: FFNSource, stall: { ms: number }, probe?: FFNProbe,
 ): Promise<Float32Array> {
   if (pos >= cache.ctx) throw new RangeError(`position ${pos} beyond the KV cache (${cache.ctx} positions)`);
   const n = cfg.nLayers;
@@ -640,7 +648,7 @@ export async function forwardStreamed(
     if (all) await wait(l);
     s = attentionBlock(cfg, w, plans, cache, c, l, pos, s);
     if (!all) await wait(l);
-    ffnBlock(cfg, w, plans, c, l);
+    ffnBlock(cfg, w, plans, c, l, probe);
   }
   if (all) await wait(n);
   src.prefetch(0, last); // the next token starts with layer 0: read it during the output layer
