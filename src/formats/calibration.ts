@@ -144,7 +144,7 @@ export function readCalibration(path: string): CalibrationFile {
   if (num(CALK.codeScale) !== CODE_SCALE || num(CALK.codeZero) !== CODE_ZERO) throw new FormatError(path, 'code scale', 'unsupported activation code scale');
   const model = f.metadata.get(CALK.model)?.value;
   const files = f.metadata.get(CALK.files)?.value;
-  const act = f.metadata.get(CALK.act)?.value;
+  const act = f.metadata.get(CALK.act)?.value as unknown;
   if (typeof model !== 'string') throw new FormatError(path, `metadata key '${CALK.model}'`, 'missing');
   if (act !== 'silu' && act !== 'relu') throw new FormatError(path, `metadata key '${CALK.act}'`, `'${String(act)}' is not silu or relu`);
   const meta: CalibrationMeta = {
