@@ -37,6 +37,12 @@ export interface GGUFFile {
 }
 
 const MIN_TENSOR_INFO = 8 + 4 + 8 + 4 + 8; // empty name, one dim
+// Bounds on one metadata value, on top of the bytes left in the file: a corrupt header of a multi-GB
+// model could otherwise claim a value larger than a Buffer (4 GiB), a JS string (2^29 units) or the
+// heap. Real values are far smaller (the largest, vocabularies and merges, are a few MB).
+export const MAX_STRING_BYTES = 1 << 28;
+export const MAX_ARRAY_BYTES = 1 << 30; // numeric arrays
+export const MAX_ARRAY_ITEMS = 1 << 26; // arrays of strings / arrays
 const MIN_KV = 8 + 4 + 1;
 
 const INT_TYPES = new Set<number>([VT.UINT8, VT.INT8, VT.UINT16, VT.INT16, VT.UINT32, VT.INT32, VT.UINT64, VT.INT64]);
@@ -122,6 +128,7 @@ class HeaderReader {
     if (n > this.left) {
       this.fail(() => `${fieldStr(field)} length`, `string length ${this.exact64()} exceeds the ${this.left} bytes left in the file`);
     }
+    if (n > MAX_STRING_BYTES) this.fail(() => `${fieldStr(field)} length`, `string length ${n} exceeds the limit of ${MAX_STRING_BYTES} bytes`);
     const i = this.need(n, field);
     this.pos += n;
     return this.buf.toString('utf8', i, i + n);
@@ -166,6 +173,10 @@ class HeaderReader {
     }
     const n = this.count(() => `${fieldStr(field)} array length`, min);
     const ctor = TYPED[et];
+    if (ctor ? n * min > MAX_ARRAY_BYTES : n > MAX_ARRAY_ITEMS) {
+      this.fail(() => `${fieldStr(field)} array length`, `${n} ${valueTypeName(et)} elements exceed the limit of ` +
+        (ctor ? `${MAX_ARRAY_BYTES} bytes` : `${MAX_ARRAY_ITEMS} elements`) + ' for one metadata value');
+    }
     if (ctor) {
       const raw = this.bytes(n * min, field);
       const out = new ctor(n);
