@@ -523,6 +523,37 @@ const flashSeed = once('flash', (): GModel => {
   return m;
 });
 
+/** A sentencepiece tokenizer.model (protobuf ModelProto) with the synth vocabulary: pieces with
+ * scores and types, a trainer_spec to skip, a normalizer_spec; boundaries after every field. */
+const spmModelSeed = once('spm-model', (): { bytes: Uint8Array; boundaries: number[] } => {
+  const v = synthVocab(260);
+  const out: number[] = [];
+  const boundaries: number[] = [];
+  const varint = (a: number[], n: number): void => { while (n >= 0x80) { a.push((n & 0x7f) | 0x80); n = Math.floor(n / 128); } a.push(n); };
+  const field = (a: number[], no: number, wire: number, body: number[] | number): void => {
+    varint(a, no * 8 + wire);
+    if (wire === 2) { varint(a, (body as number[]).length); a.push(...(body as number[])); } else if (wire === 0) varint(a, body as number);
+    else if (wire === 5) a.push(...(body as number[]));
+  };
+  v.tokens.forEach((t, i) => {
+    const m: number[] = [];
+    field(m, 1, 2, [...Buffer.from(t, 'utf8')]);
+    field(m, 2, 5, [...Buffer.from(new Float32Array([v.scores[i]!]).buffer)]);
+    const ty = v.types[i]!;
+    if (ty !== 1) field(m, 3, 0, ty);
+    field(out, 1, 2, m);
+    boundaries.push(out.length);
+  });
+  field(out, 2, 2, [8, 1, 0x10, 0x80, 0x02, 0x1a, 3, 0x61, 0x62, 0x63]); // trainer_spec: varints and a string
+  boundaries.push(out.length);
+  const norm: number[] = [];
+  field(norm, 1, 2, [...Buffer.from('identity')]);
+  field(norm, 3, 0, 1);
+  field(out, 3, 2, norm);
+  boundaries.push(out.length);
+  return { bytes: Uint8Array.from(out), boundaries };
+});
+
 /** A tiny HF Llama (hidden 4, 2 heads, 1 kv head, ffn 4, 1 layer, vocab 8): config tree and model.safetensors. */
 const TINY_CFG = {
   architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: 4, intermediate_size: 4, num_hidden_layers: 1,
@@ -718,6 +749,19 @@ export const TARGETS: Target[] = [
       exercise(tokenizerFromHFDir(dir));
       const kvs = ggufVocabMetadataFromHFDir(dir);
       exercise(tokenizerFromGGUF(new Map(kvs.map((kv) => [kv.key, kv]))));
+    },
+  },
+  {
+    name: 'tokenizer-model',
+    arb: () => fc.record({ bytes: fc.array(byteMutArb, { minLength: 0, maxLength: 4 }), mc: jPlanArb(1), cfg: fc.nat(3) }).map((p) => {
+      const seed = spmModelSeed();
+      const files: Files = { 'tokenizer.model': applyBytes(seed.bytes, p.bytes, { boundaries: seed.boundaries }) };
+      if (p.cfg > 0) files['config.json'] = jsonFile({ vocab_size: 260 }, p.mc, [['vocab_size'], ['vocab_size_per_layer_input']]);
+      if (p.cfg > 1) files['tokenizer_config.json'] = Buffer.from(JSON.stringify(TOKCFG));
+      return files;
+    }),
+    exec(dir) {
+      exercise(tokenizerFromHFDir(dir)); // tokenizer.model only: read through ggufVocabMetadataFromHFDir
     },
   },
   {
