@@ -15,6 +15,11 @@ import { tokenizerFromGGUF, tokenizerFromHFDir, type Tokenizer } from '../tokeni
 import { Sampler, type SamplingOptions } from './sample.js';
 import { DirectReader, ioUringActive, type ReadFn } from '../flash/io.js';
 import { WholeLayerSource } from '../flash/layer-source.js';
+import { MatrixNeuronSource } from '../flash/neuron-source.js';
+import { collapseThreshold } from '../flash/read-planner.js';
+import {
+  AllPredictor, forwardSparse, LowRankPredictor, makeSparsePlans, type Predictor, type SparsePlan, type SparseStats,
+} from '../model/sparse.js';
 import { loadDiskProfile, profilePathFor, type DiskProfile } from '../flash/profile.js';
 
 export class EngineError extends Error {
@@ -38,12 +43,25 @@ export interface LoadModelOptions {
   /** ram: every weight in DRAM. hybrid: resident part in DRAM, each layer's whole FFN read from flash
    * (O_DIRECT) every token — the paper's "Hybrid" baseline; needs a flash-layout file. naive: every
    * weight read from flash every token (the paper's "Naive" baseline); any GGUF file. */
-  mode?: 'ram' | 'hybrid' | 'naive';
+  mode?: 'ram' | 'hybrid' | 'naive' | 'sparse';
   /** hybrid/naive: reads in flight and the largest single read (bytes). */
   inFlight?: number;
   maxReadBytes?: number;
   /** Testing hook: the low-level read (fault injection); default fs.read. */
   readFn?: ReadFn;
+  /** sparse: the file's low-rank predictors (default), or every neuron ('all': the dense FFN through
+   * the sparse machinery, for tests). */
+  predictor?: 'file' | 'all';
+  /** Per-layer activation thresholds |act(gate)| < t → dropped (CATS). 'file': the file's
+   * flashlm.sparse.threshold (sparse mode's default); in ram/hybrid/naive mode this is the oracle
+   * (exact gate, only the threshold's effect). Default: none, except sparse mode with predictor 'file'. */
+  thresholds?: 'file' | Float32Array;
+  /** sparse: neuron matrix rows per layer (default: what the --memory budget leaves, else all). */
+  neuronCapacity?: number;
+  /** sparse: a neuron stays in DRAM while used in the last `window` tokens (default 5). */
+  window?: number;
+  /** sparse: access-collapse gap in records (default: from the disk profile; 0 = off). */
+  collapseGap?: number;
   /** Flash-layout files: check the header digest at load, each resident tensor's digest as it is
    * loaded and each layer's weights the first time they are read from flash (default true). */
   verify?: boolean;
@@ -82,6 +100,15 @@ export interface ReadPlan {
  * 1851 MB/s for random reads) gave 903 MB/s and 0.200 tokens/s while computing, 1 MiB × 32 gave
  * 1358 MB/s and 0.279 tokens/s — per-read overhead competes with compute for the 2 cores.
  */
+function tryProfile(path: string): DiskProfile | undefined {
+  try {
+    const p = loadDiskProfile(profilePathFor(path));
+    return p.cells.length ? p : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 function chooseReadPlan(path: string, o: LoadModelOptions): ReadPlan {
   if (o.inFlight !== undefined && o.maxReadBytes !== undefined) return { inFlight: o.inFlight, maxReadBytes: o.maxReadBytes, source: 'options' };
   let prof: DiskProfile | undefined;
@@ -112,6 +139,14 @@ export class Model {
   /** Things the CLI should tell the user (e.g. O_DIRECT refused, buffered reads). */
   readonly warnings: string[] = [];
   private stall = { ms: 0 };
+  /** sparse mode: the neuron matrices, predictor and counters. */
+  sparse: {
+    src: MatrixNeuronSource; pred: Predictor; thr: Float32Array; plans: SparsePlan[]; ids: Int32Array; stats: SparseStats;
+    capacity: number; window: number; collapseGap: number;
+  } | undefined;
+  /** Per-layer activation thresholds applied in ram/hybrid/naive mode (the oracle), if any. */
+  thresholds: Float32Array | undefined;
+  private passes = 0; // forward passes (the window's clock)
   /** Calibration: sees every layer's FFN input and gate/up projections (see FFNProbe). */
   ffnProbe: FFNProbe | undefined;
   /** The --memory plan, when a budget was given. */
@@ -166,8 +201,23 @@ export class Model {
       const kvType = opts.kvType === 'f32' ? TensorType.F32 : TensorType.F16;
       const hybrid = opts.mode === 'hybrid';
       const naive = opts.mode === 'naive';
-      if (hybrid && !bundles) {
-        throw new EngineError(`--mode hybrid reads the FFN from a flash-layout file; ${path} is not one (make it with: flashlm convert SRC -o OUT.gguf --quant q8_0 --layout flash)`);
+      const sparse = opts.mode === 'sparse';
+      if ((hybrid || sparse) && !bundles) {
+        throw new EngineError(`--mode ${opts.mode} reads the FFN from a flash-layout file; ${path} is not one (make it with: flashlm convert SRC -o OUT.gguf --quant q8_0 --layout flash)`);
+      }
+      const filePred = sparse && (opts.predictor ?? 'file') === 'file';
+      if (filePred && !source.tensors.some((t) => t.name === 'blk.0.pred_a')) {
+        throw new EngineError(`--mode sparse needs predictors in ${path}: calibrate and sparsify it first (flashlm calibrate MODEL --text DIR; flashlm sparsify MODEL --calib CALIB)`);
+      }
+      let thresholds: Float32Array | undefined;
+      const thrOpt = opts.thresholds ?? (filePred ? 'file' : undefined);
+      if (thrOpt === 'file') {
+        const v = source.metadata.get('flashlm.sparse.threshold')?.value;
+        if (!(v instanceof Float32Array) || v.length !== cfg.nLayers) throw new EngineError(`${path} has no per-layer sparsity thresholds (flashlm.sparse.threshold); run flashlm sparsify`);
+        thresholds = v;
+      } else if (thrOpt) {
+        if (thrOpt.length !== cfg.nLayers) throw new EngineError(`thresholds: ${thrOpt.length} values for ${cfg.nLayers} layers`);
+        thresholds = thrOpt;
       }
       if (naive && source.kind !== 'gguf') {
         throw new EngineError(`--mode naive reads every weight from one GGUF file; ${path} is a directory (make a GGUF with: flashlm convert SRC -o OUT.gguf)`);
@@ -176,7 +226,7 @@ export class Model {
       let plan: BudgetPlan | undefined;
       if (opts.memory !== undefined) {
         const all = source.tensors.reduce((s, t) => s + t.bytes, 0);
-        const streamed = naive ? all : hybrid ? source.tensors.filter((t) => t.name.endsWith('.ffn_bundle')).reduce((s, t) => s + t.bytes, 0) : 0;
+        const streamed = naive ? all : hybrid || sparse ? source.tensors.filter((t) => t.name.endsWith('.ffn_bundle')).reduce((s, t) => s + t.bytes, 0) : 0;
         const resident = all - streamed;
         const kv = kvBytesPerLayer(cfg, ctx, kvType) * cfg.nLayers;
         const arenas = Math.ceil((resident + kv) / (4 * 2 ** 30 - 2 ** 16)) + 1; // layer groups, +1 for packing slack
@@ -187,20 +237,31 @@ export class Model {
           // naive mode the output layer's and an embedding row's
           slots: hybrid ? 2 * arenas * ffnSlotBytes(cfg, bundles!)
             : streamAll ? 2 * arenas * (streamAll.slotBytes + 4096) + streamAll.out.bytes + streamAll.embd.slotBytes + 8192 : 0,
-          minNeuronCache: 0,
+          // sparse: at least 64 rows per layer (+ a page of alignment each)
+          minNeuronCache: sparse ? cfg.nLayers * (64 * bundles!.recordBytes + 4096) : 0,
         });
+      }
+      let capacity = 0;
+      if (sparse) {
+        const fromBudget = plan ? Math.floor((plan.neuronCache / cfg.nLayers - 4096) / bundles!.recordBytes) : cfg.ffnDim;
+        capacity = Math.min(cfg.ffnDim, opts.neuronCapacity ?? fromBudget);
+        if (!Number.isInteger(capacity) || capacity < 1) throw new EngineError(`neuron capacity ${capacity}: needs at least 1 row per layer`);
       }
       compute = await Compute.create({ threads: opts.threads ?? 2 });
       const weights = loadWeights(cfg, source.tensors, (name, dst) => (source.readTensor(name, dst), checks?.tensor(name, dst)), compute, {
         ctx, kvType, maxArenaBytes: opts.maxArenaBytes, onProgress: opts.onProgress, bundles, streamFFN: hybrid, streamAll,
+        ...(sparse ? { sparse: { capacity, predictors: filePred } } : {}),
       });
       const state = makeState(cfg, weights, ctx);
       const cache = makeCache(cfg, weights, ctx, kvType);
       const m = new Model(path, source, cfg, weights, tokenizer, compute, state, cache);
       m.plan = plan;
-      if (hybrid || naive) {
+      m.thresholds = sparse ? undefined : thresholds;
+      if (hybrid || naive || sparse) {
         m.readPlan = chooseReadPlan(path, opts);
-        m.reader = await DirectReader.open(path, { inFlight: m.readPlan.inFlight, maxReadBytes: m.readPlan.maxReadBytes, readFn: opts.readFn });
+        // sparse mode reads single records: 512-byte alignment unless records are whole pages
+        const align = sparse && bundles!.recordBytes % 4096 !== 0 ? 512 : 4096;
+        m.reader = await DirectReader.open(path, { inFlight: m.readPlan.inFlight, maxReadBytes: m.readPlan.maxReadBytes, readFn: opts.readFn, align });
         if (m.reader.warning) m.warnings.push(m.reader.warning);
         // libuv reads UV_USE_IO_URING only when the process starts; after the probe read the ring exists if it is on
         m.ioUring = ioUringActive();
@@ -210,7 +271,23 @@ export class Model {
         const slotOf = (l: number) => (l < cfg.nLayers
           ? { arena: weights.layers[l]!.arena, off: weights.layers[l]!.slot! }
           : { arena: weights.outArena, off: weights.outSlot! });
-        if (streamAll) {
+        if (sparse) {
+          const fl = openFlashLayout(readGGUF(path));
+          let gap = opts.collapseGap;
+          if (gap === undefined) {
+            const prof = tryProfile(path);
+            gap = prof ? collapseThreshold(prof, bundles!.recordBytes, { inFlight: m.readPlan.inFlight, maxReadBytes: m.readPlan.maxReadBytes }) : 0;
+          }
+          const window = opts.window ?? 5;
+          const src = new MatrixNeuronSource(m.reader, weights.layers.map((L, l) => ({
+            arena: L.arena, matrixOff: L.matrix!, fileOffset: fl.layers[l]!.bundleOffset, perm: fl.layers[l]!.perm,
+          })), { nFF: cfg.ffnDim, recordBytes: bundles!.recordBytes, capacity, window, collapseGap: gap, maxReadBytes: m.readPlan.maxReadBytes });
+          m.sparse = {
+            src, pred: filePred ? new LowRankPredictor(cfg, weights, state) : new AllPredictor(cfg.ffnDim),
+            thr: thresholds ?? new Float32Array(cfg.nLayers), plans: makeSparsePlans(cfg, weights, m.plans), ids: new Int32Array(cfg.ffnDim),
+            stats: { predicted: 0, computed: 0, dropped: 0, stallMs: 0 }, capacity, window, collapseGap: gap,
+          };
+        } else if (streamAll) {
           const size = new Map(source.tensors.map((t) => [t.name, t.bytes]));
           const piece = (l: number) => (l < cfg.nLayers ? streamAll.layers[l]! : streamAll.out);
           // each tensor of a layer is checked the first time the layer arrives in its slot
@@ -250,9 +327,9 @@ export class Model {
   }
 
   private step(token: number): Float32Array {
-    if (this.ffnSource) throw new EngineError('internal: a flash-mode model runs through the async verbs (prefillAsync, decodeAsync, generate)');
+    if (this.ffnSource || this.sparse) throw new EngineError('internal: a flash-mode model runs through the async verbs (prefillAsync, decodeAsync, generate)');
     this.checkRoom();
-    const logits = forward(this.cfg, this.weights, this.state, this.plans, this.cache, this.compute, token, this.pos, this.ffnProbe);
+    const logits = forward(this.cfg, this.weights, this.state, this.plans, this.cache, this.compute, token, this.pos, this.ffnProbe, this.thresholds);
     this.pos++;
     return logits;
   }
@@ -271,9 +348,20 @@ export class Model {
   }
 
   private async stepAsync(token: number): Promise<Float32Array> {
+    if (this.sparse) {
+      this.checkRoom();
+      const z = this.sparse;
+      const s0 = z.stats.stallMs;
+      const logits = await forwardSparse(this.cfg, this.weights, this.state, this.plans, z.plans, this.cache, this.compute, token, this.pos,
+        z.src, z.pred, z.thr, z.ids, z.stats, this.passes++);
+      this.stall.ms += z.stats.stallMs - s0;
+      this.times.ioStallMs = this.stall.ms;
+      this.pos++;
+      return logits;
+    }
     if (!this.ffnSource) return this.step(token);
     this.checkRoom();
-    const logits = await forwardStreamed(this.cfg, this.weights, this.state, this.plans, this.cache, this.compute, token, this.pos, this.ffnSource, this.stall, this.ffnProbe);
+    const logits = await forwardStreamed(this.cfg, this.weights, this.state, this.plans, this.cache, this.compute, token, this.pos, this.ffnSource, this.stall, this.ffnProbe, this.thresholds);
     this.times.ioStallMs = this.stall.ms;
     this.pos++;
     return logits;

@@ -37,6 +37,10 @@ export type OpenFn = (path: string, flags: number) => number;
 export interface DirectReaderOptions {
   /** Reads kept in flight across all read() calls on this reader (default 32). */
   inFlight?: number;
+  /** Alignment of file offsets, lengths and destination addresses, bytes: 4096 (default) or 512
+   * (the logical block size of most devices; sparse mode reads single 512-byte-padded records).
+   * A device that refuses it makes the probe read fail with EINVAL → buffered reads + warning. */
+  align?: 512 | 4096;
   /** Coalesced reads are capped at this many bytes, a multiple of ALIGN (default 1 MiB). */
   maxReadBytes?: number;
   /** false: buffered reads from the start (no warning). Default true. */
@@ -94,7 +98,7 @@ interface Batch {
 
 const RETRYABLE = new Set(['EINTR', 'EAGAIN', 'EWOULDBLOCK']);
 
-function validate(reqs: readonly ReadRequest[]): void {
+function validate(reqs: readonly ReadRequest[], ALIGN: number): void {
   for (let i = 0; i < reqs.length; i++) {
     const r = reqs[i]!;
     const where = `read request ${i} (offset ${r.fileOffset}, length ${r.length})`;
@@ -168,6 +172,7 @@ export class DirectReader {
   warning?: string;
   readonly inFlight: number;
   readonly maxReadBytes: number;
+  readonly align: number;
   /** Totals over the reader's life (wallMs sums each read() call's wall time). */
   readonly totals: ReadStats = { requests: 0, pieces: 0, reads: 0, bytes: 0, retries: 0, shortReads: 0, wallMs: 0 };
 
@@ -192,6 +197,7 @@ export class DirectReader {
     this.size = size;
     this.fds = [fd];
     this.direct = direct;
+    this.align = opts.align ?? ALIGN;
     this.inFlight = opts.inFlight ?? 32;
     this.maxReadBytes = opts.maxReadBytes ?? 1 << 20;
   }
@@ -205,6 +211,7 @@ export class DirectReader {
     const inFlight = opts.inFlight ?? 32;
     const maxReadBytes = opts.maxReadBytes ?? 1 << 20;
     const maxRetries = opts.maxRetries ?? 16;
+    if (opts.align !== undefined && opts.align !== 512 && opts.align !== 4096) throw new RangeError(`align must be 512 or 4096, got ${String(opts.align)}`);
     if (!Number.isInteger(inFlight) || inFlight < 1 || inFlight > 4096) throw new RangeError(`inFlight must be 1..4096, got ${inFlight}`);
     if (!Number.isInteger(maxReadBytes) || maxReadBytes < ALIGN || maxReadBytes % ALIGN || maxReadBytes > 1 << 30) {
       throw new RangeError(`maxReadBytes must be a multiple of ${ALIGN} in ${ALIGN}..1 GiB, got ${maxReadBytes}`);
@@ -236,10 +243,10 @@ export class DirectReader {
 
   private async probe(): Promise<void> {
     // one wasm page: 64 KiB, page-aligned, never a Node Buffer
-    const page = new Uint8Array(new WebAssembly.Memory({ initial: 1, maximum: 1 }).buffer, 0, ALIGN);
+    const page = new Uint8Array(new WebAssembly.Memory({ initial: 1, maximum: 1 }).buffer, 0, this.align);
     for (let attempt = 0; ; attempt++) {
       try {
-        await this.readOnce(this.fd, page, ALIGN, 0);
+        await this.readOnce(this.fd, page, this.align, 0);
         return;
       } catch (e) {
         const code = errno(e);
@@ -252,7 +259,7 @@ export class DirectReader {
           return;
         }
         await this.close();
-        throw new FlashIOError(this.path, 0, ALIGN, code, (e as Error).message, { cause: e });
+        throw new FlashIOError(this.path, 0, this.align, code, (e as Error).message, { cause: e });
       }
     }
   }
@@ -271,7 +278,7 @@ export class DirectReader {
   read(reqs: readonly ReadRequest[]): Promise<ReadStats> {
     if (this.closed) return Promise.reject(new FlashIOError(this.path, 0, 0, 'ECLOSED', 'reader is closed'));
     try {
-      validate(reqs);
+      validate(reqs, this.align);
     } catch (e) {
       return Promise.reject(e);
     }
@@ -357,7 +364,7 @@ export class DirectReader {
       if (n > len || n < 0 || !Number.isInteger(n)) throw new FlashIOError(this.path, pos, len, 'EBADREAD', `read returned ${n} bytes`);
       // A file whose size is not a multiple of the block ends inside the last aligned read: reaching
       // the end of file (as sized at open) there is complete; the bytes past it read as zeros.
-      if (n < len && pos + n === this.size && p.fileOffset + p.length - this.size < ALIGN) {
+      if (n < len && pos + n === this.size && p.fileOffset + p.length - this.size < this.align) {
         p.dst.fill(0, done + n, p.length);
         s.bytes += n;
         return;
@@ -365,7 +372,7 @@ export class DirectReader {
       if (n === 0) throw new FlashIOError(this.path, pos, len, 'EOF', 'unexpected end of file (file truncated?)');
       if (n < len) s.shortReads++;
       // O_DIRECT continues from an aligned point: step back over a partial block and read it again
-      const adv = direct && n < len ? n - (n % ALIGN) : n;
+      const adv = direct && n < len ? n - (n % this.align) : n;
       if (adv === 0) {
         if (++stuck > this.maxRetries) throw new FlashIOError(this.path, pos, len, 'ESHORT', `short reads of ${n} bytes made no aligned progress (file ends inside a block?)`);
         s.retries++;

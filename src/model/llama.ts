@@ -101,6 +101,10 @@ export interface LayerWeights {
   /** Streamed modes: arena offset of the slot flash reads fill for this layer (shared with the
    * layers two before and after it in the same arena). */
   slot?: number;
+  /** Sparse mode: arena offset (4 KiB aligned) of the neuron matrix region [capacity × recordBytes]. */
+  matrix?: number;
+  /** Sparse mode: low-rank predictor, active ⇔ (B·(A·x))_i > thr_i. */
+  pred?: { a: Mat /* [rank × dim] */; b: Mat /* [ffn × rank] */; thr: number /* f32 [ffn] */; rank: number };
 }
 
 /** One layer's FFN stored as records (see formats/flash-layout.ts). Row order does not change y. */
@@ -159,6 +163,9 @@ export interface LoadOptions {
   /** Naive mode: no weight is loaded; every layer (and the output layer, and one embedding row) is
    * read from flash into slots per token. Build it with planStreamAll(). */
   streamAll?: StreamPlan;
+  /** Sparse mode: bundles stay on flash; each layer gets a DRAM neuron matrix region of `capacity`
+   * records in its arena, and (predictors) its blk.N.pred_a / pred_b / pred_thr tensors. */
+  sparse?: { capacity: number; predictors: boolean };
 }
 
 /** One O_DIRECT read of a streamed layer: file bytes [fileOffset, +bytes) land at slot + slotOffset. */
@@ -317,7 +324,17 @@ export function loadWeights(
       if (!t || t.type !== GGML_I8 || t.dims[0] !== B.recordBytes || t.dims[1] !== ffnDim) {
         throw new ModelConfigError(`flash-layout model: 'blk.${l}.ffn_bundle' missing or not [${B.recordBytes} × ${ffnDim}] bytes`);
       }
-      layerT.push([...attn, t]);
+      const pred: TensorDesc[] = [];
+      if (opts.sparse?.predictors) {
+        const a = byName.get(`blk.${l}.pred_a`);
+        const rank = a?.dims[1] ?? 0;
+        if (!a || !(rank > 0)) throw new ModelConfigError(`sparse mode: predictor tensor 'blk.${l}.pred_a' missing (run: flashlm sparsify MODEL --calib CALIB)`);
+        pred.push(expectTensor(byName, `blk.${l}.pred_a`, [dim, rank]), expectTensor(byName, `blk.${l}.pred_b`, [rank, ffnDim]));
+        const thr = expectTensor(byName, `blk.${l}.pred_thr`, [ffnDim, 1]);
+        if (thr.type !== TensorType.F32) throw new ModelConfigError(`'blk.${l}.pred_thr' must be f32`);
+        pred.push(thr);
+      }
+      layerT.push([...attn, t, ...pred]);
     } else {
       layerT.push(LAYER_TENSORS.map((n, i) => expectTensor(byName, `blk.${l}.${n}.weight`, shapes[i]!)));
     }
@@ -325,13 +342,15 @@ export function loadWeights(
   const maxArena = opts.maxArenaBytes ?? 4 * 1024 ** 3 - 65536;
   const kvLayer = kvBytesPerLayer(cfg, opts.ctx, opts.kvType);
   const all = opts.streamAll;
-  const stream = !!(B && opts.streamFFN);
+  const sp = B ? opts.sparse : undefined;
+  const stream = !!(B && (opts.streamFFN || sp));
   // streamed layers read into two slots per arena (alternating layers): the whole layer (naive) or
   // its FFN records (hybrid)
-  const slot = all ? all.slotBytes : B && stream ? ffnSlotBytes(cfg, B) : 0;
+  const slot = all ? all.slotBytes : B && opts.streamFFN ? ffnSlotBytes(cfg, B) : 0;
+  const matrixBytes = sp ? sp.capacity * B!.recordBytes + PAGE : 0;
   const scratch = stateBytes(cfg, opts.ctx, true) + 65536 + (slot ? 2 * (slot + PAGE) : 0); // + kernel-reserved first 64 KiB
   // streamed tensors are not loaded: a layer costs its resident part and KV
-  const layerBytes = layerT.map((ts) => (all ? 0 : ts.reduce((s, t) => s + (stream && t.type === GGML_I8 ? 0 : align(matBytes(t))), 0)) + kvLayer);
+  const layerBytes = layerT.map((ts) => (all ? 0 : ts.reduce((s, t) => s + (stream && t.type === GGML_I8 ? 0 : align(matBytes(t))), 0)) + kvLayer + matrixBytes);
   const embBytes = all ? all.embd.slotBytes + PAGE : align(matBytes(embd));
   const outBytes = all ? all.out.bytes + PAGE : align(matBytes(outNorm)) + (output === embd ? 0 : align(matBytes(output)));
 
@@ -391,8 +410,13 @@ export function loadWeights(
         const at = all?.layers[p]!.at;
         const m = layerT[p]!.map((t) =>
           at ? shape(t, slots[p % 2]! + at.get(t.name)!)
-            : slot && t.type === GGML_I8 ? { off: slots[p % 2]!, type: t.type, rows: 0, cols: 0 } : loadMat(arena, t));
-        const base = { arena, attnNorm: m[0]!.off, wq: m[1]!, wk: m[2]!, wv: m[3]!, wo: m[4]!, ffnNorm: m[5]!.off, ...(slot ? { slot: slots[p % 2]! } : {}) };
+            : stream && t.type === GGML_I8 ? { off: sp ? arena.alloc(sp.capacity * B!.recordBytes, PAGE) : slots[p % 2]!, type: t.type, rows: 0, cols: 0 }
+              : loadMat(arena, t));
+        const base = {
+          arena, attnNorm: m[0]!.off, wq: m[1]!, wk: m[2]!, wv: m[3]!, wo: m[4]!, ffnNorm: m[5]!.off, ...(slot ? { slot: slots[p % 2]! } : {}),
+          ...(sp ? { matrix: m[6]!.off } : {}),
+          ...(sp?.predictors ? { pred: { a: m[7]!, b: m[8]!, thr: m[9]!.off, rank: m[7]!.rows } } : {}),
+        };
         if (B) {
           const bundle: Bundle = { off: m[6]!.off, n: ffnDim, recordBytes: B.recordBytes, type: B.type, gateOff: B.gateOff, upOff: B.upOff, downOff: B.downOff };
           const rows = (partOff: number): Mat => ({ off: bundle.off + partOff, type: B.type, rows: ffnDim, cols: dim });
@@ -421,6 +445,8 @@ export interface ArenaState {
   hb2: number; // [ffnDim] up output
   scores: number; // [nHeads × ctx] attention probabilities
   logits: number; // [vocab] (output arena only, else 0)
+  hbF: Float32Array; // view of hb [ffnDim] (thresholding runs in JS over it)
+  mask: Uint8Array; // [ffnDim] JS memory: 1 = activation under the threshold (dropped)
 }
 
 export interface RunState {
@@ -437,10 +463,12 @@ export function makeState(cfg: LlamaConfig, w: LlamaWeights, ctx: number): RunSt
   for (const a of all) {
     if (arenas.has(a)) continue;
     const f = (n: number) => a.alloc(4 * n, ALIGN);
+    const hb = f(cfg.ffnDim);
     arenas.set(a, {
       arena: a, x: f(cfg.dim), xb: f(cfg.dim), tmp: f(cfg.dim), xq: a.alloc(4 * wide + 4 * ALIGN, ALIGN),
-      q: f(qDim), att: f(qDim), k: f(kvDim), v: f(kvDim), hb: f(cfg.ffnDim), hb2: f(cfg.ffnDim),
+      q: f(qDim), att: f(qDim), k: f(kvDim), v: f(kvDim), hb, hb2: f(cfg.ffnDim),
       scores: f(cfg.nHeads * ctx), logits: a === w.outArena ? f(cfg.vocabSize) : 0,
+      hbF: a.f32(hb, cfg.ffnDim), mask: new Uint8Array(cfg.ffnDim),
     });
   }
   const o = arenas.get(w.outArena)!;
@@ -485,7 +513,8 @@ function makeProj(s: ArenaState, x: number, n: number, mats: [Mat, number][], ro
   return { x, n, groups };
 }
 
-function project(c: Compute, a: Arena, xq: number, p: Proj): void {
+/** @internal shared with model/sparse.ts */
+export function project(c: Compute, a: Arena, xq: number, p: Proj): void {
   for (const g of p.groups) {
     c.prepareX(a, g.type, p.x, xq, p.n);
     c.matvec(a, g.jobs);
@@ -528,19 +557,22 @@ export function makePlans(cfg: LlamaConfig, w: LlamaWeights, st: RunState, cache
   return { layers, out: makeProj(o, o.xb, cfg.dim, [[w.output, o.logits]]) };
 }
 
-function moveResidual(cfg: LlamaConfig, from: ArenaState, to: ArenaState): void {
+/** @internal shared with model/sparse.ts */
+export function moveResidual(cfg: LlamaConfig, from: ArenaState, to: ArenaState): void {
   if (from === to) return;
   to.arena.f32(to.x, cfg.dim).set(from.arena.f32(from.x, cfg.dim));
 }
 
-type Plans = ReturnType<typeof makePlans>;
+export type Plans = ReturnType<typeof makePlans>;
 
-function checkToken(cfg: LlamaConfig, token: number): void {
+/** @internal shared with model/sparse.ts */
+export function checkToken(cfg: LlamaConfig, token: number): void {
   if (!(token >= 0 && token < cfg.vocabSize)) throw new RangeError(`token id ${token} outside vocab [0, ${cfg.vocabSize})`);
 }
 
 /** Dequantizes the embedding row at arena offset `rowOff` (default: row `token` of the resident table). */
-function embed(cfg: LlamaConfig, w: LlamaWeights, st: RunState, c: Compute, token: number, rowOff?: number): ArenaState {
+/** @internal shared with model/sparse.ts */
+export function embed(cfg: LlamaConfig, w: LlamaWeights, st: RunState, c: Compute, token: number, rowOff?: number): ArenaState {
   checkToken(cfg, token);
   const s = st.arenas.get(w.embArena)!;
   c.dequantRow(s.arena, w.embd.type, rowOff ?? w.embd.off + token * rowBytes(w.embd.type as TensorType, cfg.dim), s.x, cfg.dim);
@@ -548,7 +580,8 @@ function embed(cfg: LlamaConfig, w: LlamaWeights, st: RunState, c: Compute, toke
 }
 
 /** Layer l's attention block (residual added); returns the layer's arena state. */
-function attentionBlock(cfg: LlamaConfig, w: LlamaWeights, plans: Plans, cache: KVCache, c: Compute, l: number, pos: number, prev: ArenaState): ArenaState {
+/** @internal shared with model/sparse.ts */
+export function attentionBlock(cfg: LlamaConfig, w: LlamaWeights, plans: Plans, cache: KVCache, c: Compute, l: number, pos: number, prev: ArenaState): ArenaState {
   const { dim, headDim } = cfg;
   const kvDim = cfg.nKvHeads * headDim;
   const kvEl = cache.elBytes;
@@ -577,8 +610,33 @@ function attentionBlock(cfg: LlamaConfig, w: LlamaWeights, plans: Plans, cache: 
  */
 export type FFNProbe = (l: number, s: ArenaState) => void;
 
+/**
+ * h = act(g) ⊙ u over rows [0, n) of hb (gate pre-activations) and hb2 (up), into hb; with t > 0,
+ * CATS-style sparsity (arXiv 2404.08763): h_i = 0 where |act(g_i)| < t. The mask is taken before
+ * the kernel overwrites hb, and the kernel computes every h_i exactly as in the dense path, so t = 0
+ * is bit-identical to no threshold.
+ */
+export function gatedAct(cfg: LlamaConfig, c: Compute, s: ArenaState, n: number, t: number): number {
+  const { hbF, mask } = s;
+  let dropped = 0;
+  if (t > 0) {
+    const relu = cfg.act === 'relu';
+    for (let i = 0; i < n; i++) {
+      const g = hbF[i]!;
+      const v = relu ? (g > 0 ? g : 0) : Math.abs(g / (1 + Math.exp(-g)));
+      const m = v < t ? 1 : 0;
+      mask[i] = m;
+      dropped += m;
+    }
+  }
+  if (cfg.act === 'silu') c.siluMul(s.arena, s.hb, s.hb2, s.hb, n);
+  else c.reluMul(s.arena, s.hb, s.hb2, s.hb, n);
+  if (dropped) for (let i = 0; i < n; i++) if (mask[i]) hbF[i] = 0;
+  return dropped;
+}
+
 /** Layer l's feed-forward block: h = act(G·x) ⊙ (U·x); y = D·h; residual added. */
-function ffnBlock(cfg: LlamaConfig, w: LlamaWeights, plans: Plans, c: Compute, l: number, probe?: FFNProbe): void {
+function ffnBlock(cfg: LlamaConfig, w: LlamaWeights, plans: Plans, c: Compute, l: number, probe?: FFNProbe, thr?: Float32Array): void {
   const L = w.layers[l]!;
   const P = plans.layers[l]!;
   const s = P.s;
@@ -586,14 +644,14 @@ function ffnBlock(cfg: LlamaConfig, w: LlamaWeights, plans: Plans, c: Compute, l
   c.rmsnorm(a, s.x, L.ffnNorm, s.xb, cfg.dim, cfg.normEps);
   project(c, a, s.xq, P.gateUp);
   probe?.(l, s);
-  if (cfg.act === 'silu') c.siluMul(a, s.hb, s.hb2, s.hb, cfg.ffnDim);
-  else c.reluMul(a, s.hb, s.hb2, s.hb, cfg.ffnDim);
+  gatedAct(cfg, c, s, cfg.ffnDim, thr?.[l] ?? 0);
   if (P.downT) c.matvecT(a, P.downT);
   else project(c, a, s.xq, P.down);
   c.add(a, s.x, s.tmp, cfg.dim);
 }
 
-function output(cfg: LlamaConfig, w: LlamaWeights, st: RunState, plans: Plans, c: Compute, s: ArenaState): Float32Array {
+/** @internal shared with model/sparse.ts */
+export function output(cfg: LlamaConfig, w: LlamaWeights, st: RunState, plans: Plans, c: Compute, s: ArenaState): Float32Array {
   const o = st.arenas.get(w.outArena)!;
   moveResidual(cfg, s, o);
   c.rmsnorm(o.arena, o.x, w.outNorm, o.xb, cfg.dim, cfg.normEps);
@@ -605,12 +663,12 @@ function output(cfg: LlamaConfig, w: LlamaWeights, st: RunState, plans: Plans, c
  * One token through the network at position `pos` (KV for positions < pos must be in `cache`).
  * Returns the logits view [vocab] (overwritten by the next call).
  */
-export function forward(cfg: LlamaConfig, w: LlamaWeights, st: RunState, plans: Plans, cache: KVCache, c: Compute, token: number, pos: number, probe?: FFNProbe): Float32Array {
+export function forward(cfg: LlamaConfig, w: LlamaWeights, st: RunState, plans: Plans, cache: KVCache, c: Compute, token: number, pos: number, probe?: FFNProbe, thr?: Float32Array): Float32Array {
   if (pos >= cache.ctx) throw new RangeError(`position ${pos} beyond the KV cache (${cache.ctx} positions)`);
   let s = embed(cfg, w, st, c, token);
   for (let l = 0; l < cfg.nLayers; l++) {
     s = attentionBlock(cfg, w, plans, cache, c, l, pos, s);
-    ffnBlock(cfg, w, plans, c, l, probe);
+    ffnBlock(cfg, w, plans, c, l, probe, thr);
   }
   return output(cfg, w, st, plans, c, s);
 }
@@ -623,7 +681,7 @@ export function forward(cfg: LlamaConfig, w: LlamaWeights, st: RunState, plans: 
  */
 export async function forwardStreamed(
   cfg: LlamaConfig, w: LlamaWeights, st: RunState, plans: Plans, cache: KVCache, c: Compute, token: number, pos: number,
-  src: FFNSource, stall: { ms: number }, probe?: FFNProbe,
+  src: FFNSource, stall: { ms: number }, probe?: FFNProbe, thr?: Float32Array,
 ): Promise<Float32Array> {
   if (pos >= cache.ctx) throw new RangeError(`position ${pos} beyond the KV cache (${cache.ctx} positions)`);
   const n = cfg.nLayers;
@@ -648,7 +706,7 @@ export async function forwardStreamed(
     if (all) await wait(l);
     s = attentionBlock(cfg, w, plans, cache, c, l, pos, s);
     if (!all) await wait(l);
-    ffnBlock(cfg, w, plans, c, l, probe);
+    ffnBlock(cfg, w, plans, c, l, probe, thr);
   }
   if (all) await wait(n);
   src.prefetch(0, last); // the next token starts with layer 0: read it during the output layer

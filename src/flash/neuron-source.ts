@@ -1,0 +1,114 @@
+// Sparse mode's NeuronSource: per layer a DRAM neuron matrix (neuron-matrix.ts) in the layer's
+// arena; ensure() marks the predicted neurons used, lets the window policy evict, plans the reads of
+// the missing ones in placement order (read-planner.ts, with Ripple's access collapse when the cost
+// model says so) straight into the matrix's appended rows, and resolves when they have landed.
+import type { Arena } from '../kernels/index.js';
+import type { NeuronRows, NeuronSource } from '../model/sparse.js';
+import type { DirectReader } from './io.js';
+import { NeuronMatrix, NeuronMatrixFullError, WindowPolicy } from './neuron-matrix.js';
+import { invertPerm, planReads, readRequestsFor, rowIds } from './read-planner.js';
+
+export interface SparseLayer {
+  arena: Arena;
+  matrixOff: number; // arena offset of the preallocated region [capacity × recordBytes]
+  fileOffset: number; // file offset of the layer's record 0
+  perm: ArrayLike<number>; // placement position → neuron id
+}
+
+export interface NeuronSourceOptions {
+  nFF: number;
+  recordBytes: number;
+  capacity: number; // rows per layer
+  window: number; // tokens a neuron stays after its last use (paper §3.2)
+  collapseGap: number; // records (0: no access collapse)
+  maxReadBytes: number;
+}
+
+export interface NeuronSourceStats {
+  bytes: number; // read from flash
+  reads: number; // read calls after coalescing/splitting
+  records: number; // records read (gap records included)
+  needed: number; // predicted neurons that were not resident
+  hits: number; // predicted neurons already resident
+  gapRecords: number; // records read only because a collapsed read passed through them
+  overflow: number; // predicted neurons dropped because the matrix was full of this token's neurons
+  ioMs: number; // summed wall time of the reads
+  mmMs: number; // bookkeeping and row copies (the paper's "memory management" time)
+  movedBytes: number; // bytes copied inside the matrices (deletes)
+}
+
+export class MatrixNeuronSource implements NeuronSource {
+  readonly matrices: NeuronMatrix[];
+  readonly stats: NeuronSourceStats = { bytes: 0, reads: 0, records: 0, needed: 0, hits: 0, gapRecords: 0, overflow: 0, ioMs: 0, mmMs: 0, movedBytes: 0 };
+  private readonly inv: Int32Array[];
+  private readonly missing: Int32Array;
+  private readonly rows: NeuronRows = { off: 0, n: 0 };
+
+  constructor(private readonly reader: DirectReader, private readonly layers: SparseLayer[], private readonly o: NeuronSourceOptions) {
+    this.matrices = layers.map((L, l) => new NeuronMatrix(L.arena, {
+      nFF: o.nFF, recordBytes: o.recordBytes, capacity: o.capacity, off: L.matrixOff, layer: l, policy: new WindowPolicy(o.window),
+    }));
+    this.inv = layers.map((L) => invertPerm(L.perm));
+    this.missing = new Int32Array(o.nFF);
+  }
+
+  /** Bytes of the neuron matrices (DRAM). */
+  get bytes(): number {
+    return this.matrices.reduce((s, m) => s + m.bytes, 0);
+  }
+
+  async ensure(l: number, ids: Int32Array, count: number, token: number): Promise<NeuronRows> {
+    const m = this.matrices[l]!;
+    const L = this.layers[l]!;
+    const st = this.stats;
+    const t0 = performance.now();
+    const moved0 = m.stats.movedBytes;
+    const k = m.touch(ids.subarray(0, count), token, this.missing);
+    st.hits += count - k;
+    m.evict(token);
+    let need = k;
+    if (need > m.free) {
+      try {
+        m.evictLRU(need, token);
+      } catch (e) {
+        if (!(e instanceof NeuronMatrixFullError)) throw e;
+      }
+      if (need > m.free) {
+        // more neurons predicted than rows: keep what fits (the budget sized the matrix too small)
+        st.overflow += need - m.free;
+        need = m.free;
+      }
+    }
+    st.needed += need;
+    if (need > 0) {
+      const plan = planReads(this.missing.subarray(0, need), {
+        perm: L.perm, invPerm: this.inv[l]!, layerOffset: L.fileOffset, recordBytes: this.o.recordBytes, maxReadBytes: this.o.maxReadBytes,
+        collapseGap: this.o.collapseGap, maxGapRecords: m.free - need, rowOf: m.rowOf, baseRow: m.n, align: this.reader.align,
+      });
+      m.append(rowIds(plan, true), token); // gap records become cached neurons (exact: they are real records)
+      const reqs = readRequestsFor(plan, m);
+      st.mmMs += performance.now() - t0;
+      let r;
+      try {
+        r = await this.reader.read(reqs);
+      } catch (e) {
+        m.rollback();
+        throw e;
+      }
+      const t1 = performance.now();
+      m.commit();
+      st.bytes += r.bytes;
+      st.reads += r.reads;
+      st.ioMs += r.wallMs;
+      st.records += plan.records;
+      st.gapRecords += plan.records - plan.needed;
+      st.mmMs += performance.now() - t1;
+    } else {
+      st.mmMs += performance.now() - t0;
+    }
+    st.movedBytes += m.stats.movedBytes - moved0;
+    this.rows.off = m.off;
+    this.rows.n = m.n;
+    return this.rows;
+  }
+}

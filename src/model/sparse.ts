@@ -1,0 +1,147 @@
+// Sparse mode's forward pass ("LLM in a flash" §3): per layer, a low-rank predictor guesses from
+// the FFN input which neurons will be active, flash/ makes those neurons' row-column bundles
+// resident in the layer's DRAM neuron matrix (reading only the missing ones), and the FFN runs over
+// the matrix's rows [0, n) with the CATS threshold applied (|act(gate)| < t → dropped). Neurons the
+// window kept resident but the predictor did not name are computed too (they are in DRAM already,
+// and the threshold decides their fate exactly). Row order does not change the result.
+import type { Compute, MatvecJob } from '../kernels/index.js';
+import {
+  attentionBlock, checkToken, embed, gatedAct, output,
+  type ArenaState, type KVCache, type LlamaConfig, type LlamaWeights, type Plans, type RunState,
+} from './llama.js';
+
+/** The rows of a layer's neuron matrix to compute over (records at off + r·recordBytes, r < n). */
+export interface NeuronRows {
+  off: number; // arena byte offset of row 0
+  n: number;
+}
+
+/** What model/ asks of flash/ in sparse mode (flash/neuron-source.ts implements it). */
+export interface NeuronSource {
+  /** Makes neurons ids[0..count) of layer l resident (reading what is missing) and resolves to the
+   * rows to compute over; `token` counts forward passes (windowing). */
+  ensure(l: number, ids: Int32Array, count: number, token: number): Promise<NeuronRows>;
+}
+
+/** Chooses the candidate neurons of layer l from its FFN input (s.xb). */
+export interface Predictor {
+  /** Writes candidate neuron ids into out[0..k) and returns k. */
+  predict(c: Compute, l: number, s: ArenaState, out: Int32Array): number;
+}
+
+/** Every neuron (the dense baseline through the sparse machinery: threshold 0 + all = dense). */
+export class AllPredictor implements Predictor {
+  constructor(private readonly ffn: number) {}
+  predict(_c: Compute, _l: number, _s: ArenaState, out: Int32Array): number {
+    for (let i = 0; i < this.ffn; i++) out[i] = i;
+    return this.ffn;
+  }
+}
+
+/**
+ * The stored low-rank predictors (blk.N.pred_a / pred_b / pred_thr): h = A·x [rank], s = B·h [ffn],
+ * active ⇔ s_i > thr_i. Scratch: h goes into the layer's `att` buffer ([qDim] ≥ rank, free between
+ * the attention block and the FFN) and s into `hb2` ([ffnDim], overwritten by the FFN afterwards).
+ */
+export class LowRankPredictor implements Predictor {
+  private readonly jobs: { a: MatvecJob[]; b: MatvecJob[]; thr: Float32Array; s: Float32Array }[];
+
+  constructor(private readonly cfg: LlamaConfig, private readonly w: LlamaWeights, st: RunState) {
+    const qDim = cfg.nHeads * cfg.headDim;
+    this.jobs = w.layers.map((L, l) => {
+      const p = L.pred;
+      if (!p) throw new Error(`internal: layer ${l} has no predictor`);
+      if (p.rank > qDim) throw new RangeError(`predictor rank ${p.rank} > ${qDim} (scratch)`);
+      const s = st.arenas.get(L.arena)!;
+      return {
+        a: [{ type: p.a.type, w: p.a.off, rows: p.rank, cols: cfg.dim, xq: s.xq, y: s.att }],
+        b: [{ type: p.b.type, w: p.b.off, rows: cfg.ffnDim, cols: p.rank, xq: s.xq, y: s.hb2 }],
+        thr: L.arena.f32(p.thr, cfg.ffnDim),
+        s: L.arena.f32(s.hb2, cfg.ffnDim),
+      };
+    });
+  }
+
+  predict(c: Compute, l: number, s: ArenaState, out: Int32Array): number {
+    const j = this.jobs[l]!;
+    const p = this.w.layers[l]!.pred!;
+    const a = s.arena;
+    c.prepareX(a, p.a.type, s.xb, s.xq, this.cfg.dim);
+    c.matvec(a, j.a);
+    c.prepareX(a, p.b.type, s.att, s.xq, p.rank);
+    c.matvec(a, j.b);
+    let k = 0;
+    const sc = j.s;
+    const thr = j.thr;
+    for (let i = 0; i < sc.length; i++) if (sc[i]! > thr[i]!) out[k++] = i;
+    return k;
+  }
+}
+
+/** Per layer: the FFN jobs over the neuron matrix; rows/offsets are set per token (no allocation). */
+export interface SparsePlan {
+  gateUp: { type: number; jobs: MatvecJob[] };
+  downT: { type: number; w: number; rows: number; cols: number; rowStride: number; h: number; y: number };
+}
+
+export function makeSparsePlans(cfg: LlamaConfig, w: LlamaWeights, plans: Plans): SparsePlan[] {
+  return w.layers.map((L, l) => {
+    const b = L.bundle;
+    if (!b || L.matrix === undefined) throw new Error(`internal: layer ${l} has no neuron matrix`);
+    const s = plans.layers[l]!.s;
+    const job = (partOff: number, y: number): MatvecJob => ({ type: b.type, w: L.matrix! + partOff, rows: 0, cols: cfg.dim, xq: s.xq, y, rowStride: b.recordBytes });
+    return {
+      gateUp: { type: b.type, jobs: [job(b.gateOff, s.hb), job(b.upOff, s.hb2)] },
+      downT: { type: b.type, w: L.matrix + b.downOff, rows: 0, cols: cfg.dim, rowStride: b.recordBytes, h: s.hb, y: s.tmp },
+    };
+  });
+}
+
+/** Counters for --stats: what the predictor asked for and what the FFN kept. */
+export interface SparseStats {
+  predicted: number; // candidate neurons, summed over layers and tokens
+  computed: number; // matrix rows the FFN ran over
+  dropped: number; // of those, under the threshold
+  stallMs: number; // waiting for neuron reads
+}
+
+/**
+ * One token in sparse mode. `thr[l]` is layer l's activation threshold (0: none); `ids` is scratch
+ * [ffnDim]. The reads for layer l happen after its attention block and predictor, while no
+ * compute is pending (speculative prefetch of layer l+1 comes later).
+ */
+export async function forwardSparse(
+  cfg: LlamaConfig, w: LlamaWeights, st: RunState, plans: Plans, sp: SparsePlan[], cache: KVCache, c: Compute,
+  token: number, pos: number, src: NeuronSource, pred: Predictor, thr: Float32Array, ids: Int32Array, stats: SparseStats, pass: number,
+): Promise<Float32Array> {
+  if (pos >= cache.ctx) throw new RangeError(`position ${pos} beyond the KV cache (${cache.ctx} positions)`);
+  checkToken(cfg, token);
+  let s = embed(cfg, w, st, c, token);
+  for (let l = 0; l < cfg.nLayers; l++) {
+    s = attentionBlock(cfg, w, plans, cache, c, l, pos, s);
+    const L = w.layers[l]!;
+    const a = s.arena;
+    c.rmsnorm(a, s.x, L.ffnNorm, s.xb, cfg.dim, cfg.normEps);
+    const k = pred.predict(c, l, s, ids);
+    stats.predicted += k;
+    const t0 = performance.now();
+    const rows = await src.ensure(l, ids, k, pass);
+    stats.stallMs += performance.now() - t0;
+    if (rows.n > 0) {
+      const P = sp[l]!;
+      const b = L.bundle!;
+      for (const j of P.gateUp.jobs) j.rows = rows.n;
+      P.gateUp.jobs[0]!.w = rows.off + b.gateOff;
+      P.gateUp.jobs[1]!.w = rows.off + b.upOff;
+      c.prepareX(a, P.gateUp.type, s.xb, s.xq, cfg.dim);
+      c.matvec(a, P.gateUp.jobs);
+      stats.dropped += gatedAct(cfg, c, s, rows.n, thr[l] ?? 0);
+      P.downT.rows = rows.n;
+      P.downT.w = rows.off + b.downOff;
+      c.matvecT(a, P.downT);
+      c.add(a, s.x, s.tmp, cfg.dim);
+      stats.computed += rows.n;
+    }
+  }
+  return output(cfg, w, st, plans, c, s);
+}

@@ -1,0 +1,65 @@
+// Sparse mode's machinery (predictor → neuron matrix → reads of missing records → FFN over the
+// matrix rows with the CATS threshold) must compute exactly what the dense engine computes when
+// nothing is skipped: every neuron predicted, threshold 0 (and, with a threshold, exactly what the
+// dense engine computes with the same threshold applied to the exact gate).
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { flashLayoutCached, greedyRun } from '../helpers.js';
+import type { SynthOptions } from '../../src/engine/synth.js';
+import { Model } from '../../src/engine/model.js';
+
+const o: SynthOptions = { layers: 3, hidden: 64, ffn: 192, heads: 4, kvHeads: 2, vocab: 512, ctx: 128, dtype: 'f32', act: 'silu', seed: 21, format: 'gguf' };
+const prompt = [1, 300, 301, 302, 303];
+const steps = 8;
+
+for (const quant of ['q8_0', 'f32'] as const) {
+  test(`sparse mode, every neuron predicted, threshold 0 = dense RAM mode bit for bit (${quant})`, async () => {
+    const path = await flashLayoutCached(o, quant);
+    const ram = await greedyRun(path, prompt, steps, { mode: 'ram' });
+    const sp = await greedyRun(path, prompt, steps, { mode: 'sparse', predictor: 'all' });
+    assert.deepEqual(sp.tokens, ram.tokens);
+    for (let i = 0; i < steps; i++) assert.deepEqual(sp.logits[i], ram.logits[i], `step ${i}`);
+    const z = sp.model.sparse!;
+    // the first token reads every record of every layer; afterwards the window keeps them all
+    assert.equal(z.src.stats.needed, o.layers * o.ffn);
+    assert.equal(z.src.stats.hits, (prompt.length + steps - 2) * o.layers * o.ffn);
+    assert.equal(z.stats.dropped, 0);
+  });
+}
+
+test('sparse mode with thresholds = dense RAM mode with the same thresholds on the exact gate', async () => {
+  const path = await flashLayoutCached(o, 'q8_0');
+  const thr = new Float32Array([0.02, 0.05, 0.03]);
+  const dense = await greedyRun(path, prompt, steps, { mode: 'ram' });
+  const ram = await greedyRun(path, prompt, steps, { mode: 'ram', thresholds: thr });
+  const sp = await greedyRun(path, prompt, steps, { mode: 'sparse', predictor: 'all', thresholds: thr });
+  assert.deepEqual(sp.tokens, ram.tokens);
+  for (let i = 0; i < steps; i++) assert.deepEqual(sp.logits[i], ram.logits[i], `step ${i}`);
+  assert.ok(sp.model.sparse!.stats.dropped > 0, 'the thresholds dropped some activations');
+  // and the thresholds did change the computation (the test would pass vacuously otherwise)
+  assert.notDeepEqual(ram.logits[0], dense.logits[0]);
+});
+
+test('sparse mode with a small neuron matrix: fewer rows than neurons, reads only what is missing', async () => {
+  const path = await flashLayoutCached(o, 'q8_0');
+  const m = await Model.load(path, { ctx: 16, mode: 'sparse', predictor: 'all', neuronCapacity: 100, window: 1 });
+  try {
+    await m.prefillAsync(prompt);
+    const z = m.sparse!;
+    for (const mat of z.src.matrices) {
+      mat.check();
+      assert.equal(mat.n, 100);
+    }
+    // every token predicts all 192 neurons but only 100 fit: the rest overflow, and the window of
+    // one token keeps the 100 resident ones (each is used again), so later tokens read nothing
+    assert.equal(z.src.stats.overflow, prompt.length * o.layers * (o.ffn - 100));
+    assert.equal(z.src.stats.needed, o.layers * 100);
+  } finally {
+    await m.close();
+  }
+});
+
+test('sparse mode refuses a file without predictors, naming the fix', async () => {
+  const path = await flashLayoutCached(o, 'q8_0');
+  await assert.rejects(Model.load(path, { mode: 'sparse' }), /needs predictors.*flashlm calibrate/);
+});
