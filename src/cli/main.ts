@@ -7,6 +7,8 @@ import { cmdDemo, cmdRun } from './run.js';
 import { cmdVerify } from './flash-cmds.js';
 import { cmdProfileDisk } from './profile-disk.js';
 import { cmdCalibrate } from './calibrate-cmd.js';
+import { cmdEval } from './eval-cmd.js';
+import { cmdSparsify } from './sparsify-cmd.js';
 
 export class UsageError extends Error {
   constructor(message: string) {
@@ -18,7 +20,8 @@ export class UsageError extends Error {
 /** Error names that are the user's problem, not ours: no stack trace unless --verbose. */
 const USER_ERRORS = new Set([
   'UsageError', 'FormatError', 'UnsupportedError', 'NotFoundError', 'ModelConfigError', 'EngineError',
-  'SamplingError', 'SynthOptionsError', 'BudgetError', 'FlashIOError', 'FlashAlignmentError', 'DiskProfileError', 'TokenizerError', 'ArenaFullError', 'ConvertError', 'ChecksumError', 'CalibrationError',
+  'SamplingError', 'SynthOptionsError', 'BudgetError', 'FlashIOError', 'FlashAlignmentError', 'DiskProfileError', 'TokenizerError', 'ArenaFullError', 'ConvertError', 'ChecksumError', 'CalibrationError', 'EvalError',
+  'SparsifyError', 'CalibrationMismatchError', 'PredictorFormatError', 'PredictorError',
 ]);
 
 const HELP = `flashlm — run LLMs bigger than DRAM from Node.js
@@ -39,6 +42,11 @@ commands:
                                 UV_USE_IO_URING=1 so libuv submits through io_uring)
   calibrate MODEL --text FILE|DIR... [--tokens N] [-o OUT]
                                 record FFN activations over real text (for sparse mode)
+  eval MODEL --ppl FILE|DIR... [--mode M] [--json]
+                                perplexity over text (any mode)
+  sparsify MODEL --calib CALIB.gguf [--sparsity 0.6] [--rank 256] [--recall 0.97] [--pred-type q8_0|f32] [-o OUT]
+                                add per-layer activation thresholds and low-rank predictors to a
+                                flash-layout MODEL (default OUT: MODEL, replaced atomically)
   inspect MODEL                 architecture, shapes, dtypes, sizes
   synth -o OUT [--layers L --hidden D --ffn F --heads H --kv-heads K --vocab V --ctx C
         --dtype f32|f16|q8_0|q4_0 --act silu|relu --seed S --format gguf|safetensors]
@@ -112,6 +120,10 @@ export async function main(argv: string[]): Promise<number> {
         return await cmdProfileDisk(rest);
       case 'calibrate':
         return await cmdCalibrate(rest);
+      case 'eval':
+        return await cmdEval(rest);
+      case 'sparsify':
+        return await cmdSparsify(rest);
       case undefined:
       case 'help':
       case '-h':

@@ -23,12 +23,31 @@ const RUN_OPTIONS = {
   mode: { type: 'string' },
   stats: { type: 'boolean' },
   'no-verify': { type: 'boolean' },
+  window: { type: 'string' },
+  capacity: { type: 'string' },
+  collapse: { type: 'string' },
+  thresholds: { type: 'boolean' },
 } as const;
 
 interface RunResult {
   tokens: number[];
   text: string;
   stats: Record<string, unknown>;
+}
+
+/** Sparse mode's counters per forward pass (prompt and generated tokens alike). */
+function sparseStats(model: Model): Record<string, unknown> {
+  const z = model.sparse!;
+  const s = z.src.stats;
+  const passes = Math.max(1, model.times.decoded + model.times.prefilled);
+  const per = (x: number) => Math.round((x / passes) * 10) / 10;
+  return {
+    neurons_predicted_per_token: per(z.stats.predicted), neurons_computed_per_token: per(z.stats.computed),
+    dropped_by_threshold_per_token: per(z.stats.dropped), hit_rate: s.hits + s.needed ? Math.round((1e4 * s.hits) / (s.hits + s.needed)) / 1e4 : null,
+    records_read_per_token: per(s.records), gap_records_per_token: per(s.gapRecords), overflow_per_token: per(s.overflow),
+    capacity_rows_per_layer: z.capacity, window: z.window, collapse_gap: z.collapseGap, matrix_bytes: z.src.bytes,
+    moved_bytes_per_token: Math.round(s.movedBytes / passes),
+  };
 }
 
 function parseTokenList(s: string, vocab: number): number[] {
@@ -63,10 +82,13 @@ async function generateWith(modelPath: string, flags: Flags, promptDefault?: str
   const ctxFlag = flags.ctx === undefined ? undefined : intFlag(flags, 'ctx', 0, 1, 1 << 22);
   const bar = new Progress('loading', process.stderr, !json);
   const memory = flags.memory === undefined ? undefined : parseMemory(String(flags.memory), fileSize(modelPath));
-  const mode = strFlag(flags, 'mode', 'ram', ['ram', 'hybrid', 'naive'] as const);
+  const mode = strFlag(flags, 'mode', 'ram', ['ram', 'hybrid', 'naive', 'sparse'] as const);
+  const opt = (k: string, lo: number, hi: number) => (flags[k] === undefined ? undefined : intFlag(flags, k, 0, lo, hi));
   let promptIds: number[] | undefined;
   const model = await Model.load(modelPath, {
     threads, kvType: kv, onProgress: (d, t) => bar.update(d, t), memory, mode, verify: !flags['no-verify'],
+    window: opt('window', 1, 1 << 20), neuronCapacity: opt('capacity', 1, 1 << 24), collapseGap: opt('collapse', 0, 1 << 20),
+    ...(flags.thresholds ? { thresholds: 'file' as const } : {}),
     ctx: ctxFlag ?? ((cfg, tok) => {
       // tokenize once, here, where the tokenizer first exists; the run below reuses the ids
       if (prompt !== undefined) promptIds = tok.encode(prompt, { addBos: flags['no-bos'] ? false : undefined });
@@ -100,7 +122,7 @@ async function generateWith(modelPath: string, flags: Flags, promptDefault?: str
       if (flags.stats) {
         // one line per token on stderr, like the paper's Table 3 split
         const tm = model.times;
-        const bytes = model.ffnSource?.stats.bytes ?? 0;
+        const bytes = model.flashStats()?.bytes ?? 0;
         const done = tm.decoded + tm.prefilled; // forward passes so far (prompt tokens included)
         const dn = Math.max(1, done - last.n);
         const ms = (tm.decodeMs + tm.prefillMs - last.ms) / dn;
@@ -117,6 +139,7 @@ async function generateWith(modelPath: string, flags: Flags, promptDefault?: str
     if (!json) process.stdout.write(`${tail}\n`);
     const tm = model.times;
     const mem = model.memory();
+    const fs = model.flashStats();
     const stats = {
       prompt_tokens: ids.length,
       generated_tokens: out.length,
@@ -126,13 +149,14 @@ async function generateWith(modelPath: string, flags: Flags, promptDefault?: str
       tokens_per_s: tm.decoded ? round(tm.decoded / (tm.decodeMs / 1000)) : null,
       ms_per_token: tm.decoded ? {
         io: round(tm.decodeIoStallMs / tm.decoded), // waiting for flash reads that compute did not hide
-        memory: 0, // no neuron-cache management in ram / hybrid / naive mode
-        compute: round((tm.decodeMs - tm.decodeIoStallMs) / tm.decoded),
+        memory: fs ? round(fs.mmMs / (tm.decoded + tm.prefilled)) : 0, // sparse: neuron-matrix bookkeeping and copies
+        compute: round((tm.decodeMs - tm.decodeIoStallMs) / tm.decoded - (fs ? fs.mmMs / (tm.decoded + tm.prefilled) : 0)),
       } : { io: null, memory: null, compute: null },
       mode,
-      bytes_read_per_token: model.ffnSource ? Math.round(model.ffnSource.stats.bytes / (tm.decoded + tm.prefilled)) : 0,
-      reads_per_token: model.ffnSource ? round(model.ffnSource.stats.reads / (tm.decoded + tm.prefilled)) : 0,
-      io_read_ms_per_token: model.ffnSource ? round(model.ffnSource.stats.ioMs / (tm.decoded + tm.prefilled)) : 0,
+      bytes_read_per_token: fs ? Math.round(fs.bytes / (tm.decoded + tm.prefilled)) : 0,
+      reads_per_token: fs ? round(fs.reads / (tm.decoded + tm.prefilled)) : 0,
+      io_read_ms_per_token: fs ? round(fs.ioMs / (tm.decoded + tm.prefilled)) : 0,
+      ...(model.sparse ? { sparse: sparseStats(model) } : {}),
       read_plan: model.readPlan ? { ...model.readPlan, io_uring: model.ioUring } : null,
       threads,
       ctx: model.ctx,
@@ -152,7 +176,7 @@ const round = (x: number) => Math.round(x * 1000) / 1000;
 export async function cmdRun(argv: string[]): Promise<number> {
   const { flags, positionals } = parse(argv, RUN_OPTIONS);
   if (flags.help) {
-    process.stdout.write('usage: flashlm run MODEL (-p TEXT | --tokens 1,2,3) [-n N] [--temp T --top-k K --top-p P --seed S] [--ctx C] [--kv f16|f32] [--threads N] [--no-bos] [--memory 8GB|50%] [--mode ram|hybrid|naive] [--no-verify] [--stats] [--verbose] [--json]\n');
+    process.stdout.write('usage: flashlm run MODEL (-p TEXT | --tokens 1,2,3) [-n N] [--temp T --top-k K --top-p P --seed S] [--ctx C] [--kv f16|f32] [--threads N] [--no-bos] [--memory 8GB|50%] [--mode ram|hybrid|naive|sparse] [--window K] [--capacity ROWS] [--collapse G] [--thresholds] [--no-verify] [--stats] [--verbose] [--json]\n');
     return 0;
   }
   if (positionals.length !== 1) throw new UsageError('run needs exactly one MODEL (a .gguf file or an HF model directory)');

@@ -424,6 +424,14 @@ export class Model {
     }
   }
 
+  /** Flash reads so far (all flash modes): bytes, read calls, summed read wall time, and sparse
+   * mode's memory-management time (neuron-matrix bookkeeping and row copies); undefined in RAM mode. */
+  flashStats(): { bytes: number; reads: number; ioMs: number; mmMs: number } | undefined {
+    const s = this.sparse?.src.stats ?? this.ffnSource?.stats;
+    if (!s) return undefined;
+    return { bytes: s.bytes, reads: s.reads, ioMs: s.ioMs, mmMs: 'mmMs' in s ? s.mmMs : 0 };
+  }
+
   /** Bytes this model holds in DRAM: weights, KV cache and activations, by part. */
   memory(): { weights: number; kv: number; arenas: number } {
     let arenas = 0;
