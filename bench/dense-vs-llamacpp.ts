@@ -22,7 +22,7 @@ async function main(): Promise<void> {
     options: {
       prompt: { type: 'string', short: 'p', default: 'def fibonacci(n):' }, n: { type: 'string', short: 'n', default: '64' },
       threads: { type: 'string', default: '2' }, runs: { type: 'string', default: '1' },
-      child: { type: 'string' }, tokens: { type: 'string' }, memory: { type: 'string' },
+      child: { type: 'string' }, tokens: { type: 'string' }, memory: { type: 'string' }, load: { type: 'string' },
       flash: { type: 'string' }, mode: { type: 'string', default: 'ram' }, cap: { type: 'string' },
     },
     allowPositionals: true,

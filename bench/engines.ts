@@ -6,7 +6,7 @@ import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
-export type FlashMode = 'ram' | 'hybrid' | 'naive';
+export type FlashMode = 'ram' | 'hybrid' | 'naive' | 'sparse';
 
 export interface EngineRun {
   engine: string; // 'llama.cpp' | 'flashlm'
@@ -21,7 +21,9 @@ export interface EngineRun {
   bytesReadPerToken?: number;
   readsPerToken?: number;
   readMBps?: number; // flash bytes / summed read wall time
+  memoryMsPerToken?: number; // sparse: neuron-matrix bookkeeping and copies
   budgetBytes?: number; // flashlm --memory
+  sparse?: Record<string, number>; // sparse mode's counters per decode step
 }
 
 /** Outcome of one child: a run, or why it did not produce one (OOM kill, budget refused, crash). */
@@ -61,6 +63,7 @@ export interface ChildArgs {
   threads: number;
   mode: FlashMode;
   memory?: number; // flashlm --memory (bytes)
+  load?: Record<string, unknown>; // more flashlm LoadModelOptions (JSON-safe: window, collapseGap, ...)
 }
 
 /** The child's work (called in the child process). */
@@ -78,28 +81,33 @@ export async function runChild(a: ChildArgs): Promise<EngineRun> {
   }
   const { Model } = await import('../src/engine/model.js');
   const { argmax } = await import('../src/engine/sample.js');
-  const m = await Model.load(model, { threads, ctx: prompt.length + n + 1, mode: a.mode, memory: a.memory });
+  const m = await Model.load(model, { threads, ctx: prompt.length + n + 1, mode: a.mode, memory: a.memory, ...(a.load ?? {}) });
   const loadMs = performance.now() - t0;
   const t1 = performance.now();
   let l = await m.prefillAsync(prompt);
   const tokens: number[] = [];
   const logits: number[][] = [];
   let tFirst = 0;
-  let io0 = { bytes: 0, reads: 0, ms: 0 };
+  let io0 = { bytes: 0, reads: 0, ms: 0, mm: 0 };
+  const snapshot = (): Record<string, number> => (m.sparse ? { ...m.sparse.stats, ...m.sparse.src.stats } : {});
+  let sp0: Record<string, number> = {};
   for (let i = 0; i < n; i++) {
     logits.push(top2(l));
     const t = argmax(l);
     tokens.push(t);
     if (i === 0) {
       tFirst = performance.now();
-      const s = m.ffnSource?.stats;
-      io0 = { bytes: s?.bytes ?? 0, reads: s?.reads ?? 0, ms: s?.ioMs ?? 0 };
+      const s = m.flashStats();
+      io0 = { bytes: s?.bytes ?? 0, reads: s?.reads ?? 0, ms: s?.ioMs ?? 0, mm: s?.mmMs ?? 0 };
+      sp0 = snapshot();
     }
     if (i + 1 < n) l = await m.decodeAsync(t);
   }
   const tEnd = performance.now();
-  const io = m.ffnSource?.stats;
+  const io = m.flashStats();
   const dec = m.times.decoded;
+  const sp1 = snapshot();
+  const sparse = m.sparse ? Object.fromEntries(Object.keys(sp1).map((k) => [k, (sp1[k]! - (sp0[k] ?? 0)) / Math.max(1, dec)])) : undefined;
   await m.close();
   return {
     engine: a.engine, mode: a.mode, tokens, msPerToken: (tEnd - tFirst) / (n - 1), promptMs: tFirst - t1, loadMs,
@@ -108,7 +116,9 @@ export async function runChild(a: ChildArgs): Promise<EngineRun> {
     ...(io && dec ? {
       ioStallMsPerToken: m.times.decodeIoStallMs / dec, bytesReadPerToken: (io.bytes - io0.bytes) / dec,
       readsPerToken: (io.reads - io0.reads) / dec, readMBps: (io.bytes - io0.bytes) / 1e3 / (io.ioMs - io0.ms),
+      memoryMsPerToken: (io.mmMs - io0.mm) / dec,
     } : {}),
+    ...(sparse ? { sparse } : {}),
   };
 }
 
@@ -119,7 +129,7 @@ export async function runChild(a: ChildArgs): Promise<EngineRun> {
 export function spawnChild(script: string, a: ChildArgs, capBytes: number): ChildResult {
   dropCaches();
   const args = [script, a.model, '--child', a.engine, '--tokens', a.prompt.join(','), '-n', String(a.n), '--threads', String(a.threads), '--mode', a.mode,
-    ...(a.memory ? ['--memory', String(a.memory)] : [])];
+    ...(a.memory ? ['--memory', String(a.memory)] : []), ...(a.load ? ['--load', JSON.stringify(a.load)] : [])];
   const cmd = capBytes ? [INCG, String(capBytes), process.execPath, ...args] : [process.execPath, ...args];
   const out = spawnSync(cmd[0]!, cmd.slice(1), {
     encoding: 'utf8', maxBuffer: 1 << 26, stdio: ['ignore', 'pipe', 'pipe'],
@@ -147,6 +157,7 @@ export async function childMain(values: Record<string, string | boolean | undefi
   const r = await runChild({
     engine: values.child as 'llama.cpp' | 'flashlm', model, prompt: String(values.tokens).split(',').map(Number), n: Number(values.n),
     threads: Number(values.threads), mode: (values.mode as FlashMode) ?? 'ram', memory: values.memory ? Number(values.memory) : undefined,
+    load: values.load ? (JSON.parse(String(values.load)) as Record<string, unknown>) : undefined,
   });
   process.stdout.write(JSON.stringify(r));
 }

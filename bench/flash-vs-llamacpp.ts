@@ -1,7 +1,7 @@
 // The paper's baselines against llama.cpp under the same memory cap, side by side in one run.
 //
 //   node dist/bench/flash-vs-llamacpp.js MODEL.gguf --flash FLASH.gguf [-p TEXT] [-n 12] [--n-naive 4]
-//        [--caps 50] [--plot out.svg] [--threads 2] [--out results.json]
+//        [--caps 50] [--plot out.svg] [--threads 2] [--out results.json] [--sparse [--n-sparse 16]]
 //
 // MODEL.gguf is what llama.cpp runs (mmap); FLASH.gguf is the same weights converted with
 // `flashlm convert MODEL.gguf -o FLASH.gguf --layout flash` (same quantization, FFN bundled).
@@ -10,6 +10,7 @@
 // cap + flashlm's stated runtime overhead, after the page cache is dropped:
 //   llama.cpp (mmap) capped, flashlm naive (every weight read per token), flashlm hybrid (resident
 //   attention, whole FFN read per token), with flashlm's --memory set to the cap.
+// --sparse adds flashlm sparse (FLASH.gguf must carry predictors: flashlm sparsify).
 // llama.cpp also runs once uncapped (the in-RAM reference). A run that the budget planner refuses or
 // the OOM killer ends is recorded with its message, not dropped. Prints JSON on stdout; --plot
 // writes tokens/s vs cap as SVG.
@@ -36,7 +37,7 @@ interface Cell {
   tokens?: number[];
 }
 
-function cell(r: ChildResult): Cell {
+function cell(r: ChildResult): Cell & { memory_ms_per_token?: number; sparse?: Record<string, number> } {
   const c: Cell = { tokens_per_s: null, ms_per_token: null };
   if (r.cgroup) (c.cgroup_peak_bytes = r.cgroup.peak), (c.oom_kills = r.cgroup.oomKills);
   if (!r.run) return { ...c, error: r.error };
@@ -45,7 +46,9 @@ function cell(r: ChildResult): Cell {
     ...c, tokens_per_s: 1000 / x.msPerToken, ms_per_token: x.msPerToken, peak_rss_bytes: x.peakRssBytes, load_ms: x.loadMs,
     ...(x.bytesReadPerToken !== undefined ? {
       io_stall_ms_per_token: x.ioStallMsPerToken, bytes_read_per_token: x.bytesReadPerToken, reads_per_token: x.readsPerToken, read_MBps: x.readMBps,
+      memory_ms_per_token: x.memoryMsPerToken,
     } : {}),
+    ...(x.sparse ? { sparse: x.sparse } : {}),
     tokens: x.tokens,
   };
 }
@@ -57,6 +60,7 @@ interface Row {
   llama_cpp: Cell;
   flashlm_naive: Cell;
   flashlm_hybrid: Cell;
+  flashlm_sparse?: Cell;
   ratios: Record<string, number | null>;
 }
 
@@ -68,7 +72,8 @@ async function main(): Promise<void> {
       prompt: { type: 'string', short: 'p', default: 'def fibonacci(n):' }, n: { type: 'string', short: 'n', default: '12' },
       'n-naive': { type: 'string', default: '4' }, threads: { type: 'string', default: '2' },
       caps: { type: 'string' }, plot: { type: 'string' }, flash: { type: 'string' }, out: { type: 'string' },
-      child: { type: 'string' }, tokens: { type: 'string' }, mode: { type: 'string', default: 'ram' }, memory: { type: 'string' },
+      child: { type: 'string' }, tokens: { type: 'string' }, mode: { type: 'string', default: 'ram' }, memory: { type: 'string' }, load: { type: 'string' },
+      sparse: { type: 'boolean' }, 'n-sparse': { type: 'string', default: '16' },
     },
     allowPositionals: true,
   });
@@ -101,15 +106,22 @@ async function main(): Promise<void> {
     show('flashlm naive', naive);
     const hybrid = flash('hybrid', n);
     show('flashlm hybrid', hybrid);
+    const sparse = values.sparse ? flash('sparse', Number(values['n-sparse'])) : undefined;
+    if (sparse) show('flashlm sparse', sparse);
     rows.push({
       cap_pct: pct, budget_bytes: cap, cgroup_limit_bytes: limit, llama_cpp: llama, flashlm_naive: naive, flashlm_hybrid: hybrid,
+      ...(sparse ? { flashlm_sparse: sparse } : {}),
       ratios: {
+        ...(sparse ? {
+          sparse_over_llama_cpp: ratio(sparse, llama), sparse_over_llama_cpp_uncapped: ratio(sparse, uncapped), sparse_over_hybrid: ratio(sparse, hybrid),
+        } : {}),
         hybrid_over_llama_cpp: ratio(hybrid, llama), naive_over_llama_cpp: ratio(naive, llama),
         hybrid_over_naive: ratio(hybrid, naive), hybrid_over_llama_cpp_uncapped: ratio(hybrid, uncapped),
       },
     });
   }
   // exactness: every flashlm run must produce llama.cpp's greedy tokens (prefix for the shorter naive runs)
+  // (sparse mode is approximate by design: it is compared by perplexity, not token identity)
   const agree = rows.flatMap((r) => [r.flashlm_naive, r.flashlm_hybrid])
     .filter((c) => c.tokens && uncapped.tokens)
     .map((c) => c.tokens!.every((t, i) => t === uncapped.tokens![i]));
@@ -128,6 +140,7 @@ async function main(): Promise<void> {
       title: `Decode tokens/s vs DRAM cap (${model.split('/').pop()}, ${threads} threads)`,
       xLabel: 'memory cap (% of model file)', yLabel: 'tokens/s', xFormat: (x) => `${x}%`,
       series: [
+        ...(values.sparse ? [{ name: 'flashlm sparse', points: pts((r) => r.flashlm_sparse!) }] : []),
         { name: 'flashlm hybrid', points: pts((r) => r.flashlm_hybrid) },
         { name: 'flashlm naive', points: pts((r) => r.flashlm_naive) },
         { name: 'llama.cpp mmap (capped)', points: pts((r) => r.llama_cpp) },

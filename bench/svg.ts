@@ -63,3 +63,50 @@ export function lineChart(c: Chart): string {
   out.push('</svg>');
   return `${out.join('\n')}\n`;
 }
+
+export interface Bars {
+  title: string;
+  yLabel: string;
+  groups: { name: string; parts: number[] }[]; // one stacked bar per group
+  partNames: string[];
+}
+
+/** Stacked bars (e.g. ms per token split into I/O, memory management and compute per setting). */
+export function stackedBars(c: Bars): string {
+  const W = 720, H = 420, L = 70, R = 150, T = 40, B = 70;
+  const pw = W - L - R, ph = H - T - B;
+  const maxY = Math.max(1e-9, ...c.groups.map((g) => g.parts.reduce((a, b) => a + (Number.isFinite(b) ? b : 0), 0)));
+  const step = niceStep(maxY / 5);
+  const yTop = Math.ceil(maxY / step) * step;
+  const y = (v: number) => T + ph - (v / yTop) * ph;
+  const colors = ['#d62728', '#ff7f0e', '#1f77b4', '#2ca02c', '#9467bd'];
+  const out: string[] = [];
+  out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif" font-size="12">`);
+  out.push(`<rect width="${W}" height="${H}" fill="white"/>`);
+  out.push(`<text x="${(L + pw / 2).toFixed(0)}" y="20" text-anchor="middle" font-size="14">${esc(c.title)}</text>`);
+  for (let v = 0; v <= yTop + step / 2; v += step) {
+    out.push(`<line x1="${L}" x2="${L + pw}" y1="${y(v).toFixed(1)}" y2="${y(v).toFixed(1)}" stroke="#ddd"/>`);
+    out.push(`<text x="${L - 6}" y="${(y(v) + 4).toFixed(1)}" text-anchor="end">${v}</text>`);
+  }
+  const bw = pw / Math.max(1, c.groups.length);
+  c.groups.forEach((g, i) => {
+    let acc = 0;
+    const x = L + i * bw + bw * 0.15;
+    g.parts.forEach((v, j) => {
+      if (!(v > 0)) return;
+      out.push(`<rect x="${x.toFixed(1)}" y="${y(acc + v).toFixed(1)}" width="${(bw * 0.7).toFixed(1)}" height="${(y(acc) - y(acc + v)).toFixed(1)}" fill="${colors[j % colors.length]}"/>`);
+      acc += v;
+    });
+    out.push(`<text x="${(x + bw * 0.35).toFixed(1)}" y="${(y(acc) - 4).toFixed(1)}" text-anchor="middle">${acc.toFixed(0)}</text>`);
+    out.push(`<text x="${(x + bw * 0.35).toFixed(1)}" y="${T + ph + 16}" text-anchor="middle">${esc(g.name)}</text>`);
+  });
+  out.push(`<line x1="${L}" x2="${L}" y1="${T}" y2="${T + ph}" stroke="black"/><line x1="${L}" x2="${L + pw}" y1="${T + ph}" y2="${T + ph}" stroke="black"/>`);
+  out.push(`<text transform="translate(18 ${T + ph / 2}) rotate(-90)" text-anchor="middle">${esc(c.yLabel)}</text>`);
+  c.partNames.forEach((n, j) => {
+    const ly = T + 10 + j * 18;
+    out.push(`<rect x="${L + pw + 15}" y="${ly - 8}" width="14" height="10" fill="${colors[j % colors.length]}"/>`);
+    out.push(`<text x="${L + pw + 35}" y="${ly + 1}">${esc(n)}</text>`);
+  });
+  out.push('</svg>');
+  return `${out.join('\n')}\n`;
+}

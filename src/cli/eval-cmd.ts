@@ -33,7 +33,7 @@ export async function cmdEval(argv: string[]): Promise<number> {
   const r = await perplexity(model, {
     files, ctx: intFlag(flags, 'ctx', 512, 2, 1 << 20), maxTokens: opt('tokens', 1, 1 << 30),
     load: {
-      mode, memory, threads: intFlag(flags, 'threads', 2, 1, 64), window: opt('window', 1, 1 << 20), neuronCapacity: opt('capacity', 1, 1 << 24),
+      mode, memory, threads: intFlag(flags, 'threads', 2, 1, 64), window: opt('window', 0, 1 << 20), neuronCapacity: opt('capacity', 1, 1 << 24),
       ...(flags.thresholds ? { thresholds: 'file' as const } : {}),
     },
     onProgress: (d, t) => bar.update(d, t),

@@ -87,7 +87,7 @@ async function generateWith(modelPath: string, flags: Flags, promptDefault?: str
   let promptIds: number[] | undefined;
   const model = await Model.load(modelPath, {
     threads, kvType: kv, onProgress: (d, t) => bar.update(d, t), memory, mode, verify: !flags['no-verify'],
-    window: opt('window', 1, 1 << 20), neuronCapacity: opt('capacity', 1, 1 << 24), collapseGap: opt('collapse', 0, 1 << 20),
+    window: opt('window', 0, 1 << 20), neuronCapacity: opt('capacity', 1, 1 << 24), collapseGap: opt('collapse', 0, 1 << 20),
     ...(flags.thresholds ? { thresholds: 'file' as const } : {}),
     ctx: ctxFlag ?? ((cfg, tok) => {
       // tokenize once, here, where the tokenizer first exists; the run below reuses the ids

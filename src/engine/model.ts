@@ -58,7 +58,7 @@ export interface LoadModelOptions {
   thresholds?: 'file' | Float32Array;
   /** sparse: neuron matrix rows per layer (default: what the --memory budget leaves, else all). */
   neuronCapacity?: number;
-  /** sparse: a neuron stays in DRAM while used in the last `window` tokens (default 5). */
+  /** sparse: a neuron stays in DRAM while used in the last `window` tokens (default 5; 0 = no reuse). */
   window?: number;
   /** sparse: access-collapse gap in records (default: from the disk profile; 0 = off). */
   collapseGap?: number;

@@ -19,7 +19,7 @@ export interface NeuronSourceOptions {
   nFF: number;
   recordBytes: number;
   capacity: number; // rows per layer
-  window: number; // tokens a neuron stays after its last use (paper §3.2)
+  window: number; // tokens a neuron stays after its last use (paper §3.2); 0 = no reuse at all
   collapseGap: number; // records (0: no access collapse)
   maxReadBytes: number;
 }
@@ -46,7 +46,7 @@ export class MatrixNeuronSource implements NeuronSource {
 
   constructor(private readonly reader: DirectReader, private readonly layers: SparseLayer[], private readonly o: NeuronSourceOptions) {
     this.matrices = layers.map((L, l) => new NeuronMatrix(L.arena, {
-      nFF: o.nFF, recordBytes: o.recordBytes, capacity: o.capacity, off: L.matrixOff, layer: l, policy: new WindowPolicy(o.window),
+      nFF: o.nFF, recordBytes: o.recordBytes, capacity: o.capacity, off: L.matrixOff, layer: l, policy: new WindowPolicy(Math.max(1, o.window)),
     }));
     this.inv = layers.map((L) => invertPerm(L.perm));
     this.missing = new Int32Array(o.nFF);
@@ -63,6 +63,8 @@ export class MatrixNeuronSource implements NeuronSource {
     const st = this.stats;
     const t0 = performance.now();
     const moved0 = m.stats.movedBytes;
+    // window 0: the paper's "+predictor" row — nothing is kept from earlier tokens
+    if (this.o.window === 0 && m.n > 0) m.evictLRU(m.capacity, token);
     const k = m.touch(ids.subarray(0, count), token, this.missing);
     st.hits += count - k;
     m.evict(token);

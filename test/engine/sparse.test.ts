@@ -63,3 +63,14 @@ test('sparse mode refuses a file without predictors, naming the fix', async () =
   const path = await flashLayoutCached(o, 'q8_0');
   await assert.rejects(Model.load(path, { mode: 'sparse' }), /needs predictors.*flashlm calibrate/);
 });
+
+test('sparse mode, window 0 (no reuse): every token reads every predicted record again, same result', async () => {
+  const path = await flashLayoutCached(o, 'q8_0');
+  const ram = await greedyRun(path, prompt, 4, { mode: 'ram' });
+  const sp = await greedyRun(path, prompt, 4, { mode: 'sparse', predictor: 'all', window: 0 });
+  assert.deepEqual(sp.tokens, ram.tokens);
+  for (let i = 0; i < 4; i++) assert.deepEqual(sp.logits[i], ram.logits[i], `step ${i}`);
+  const s = sp.model.sparse!.src.stats;
+  assert.equal(s.hits, 0);
+  assert.equal(s.needed, (prompt.length + 3) * o.layers * o.ffn);
+});
