@@ -2,7 +2,8 @@
 import { synthModel, type SynthOptions } from '../engine/synth.js';
 import { openModel } from '../formats/source.js';
 import { convertModel } from '../formats/convert.js';
-import { convertToFlashLayout, describeFlashLayout } from '../formats/flash-layout.js';
+import { convertToFlashLayout } from '../formats/flash-layout.js';
+import { flashInspectLines } from './flash-cmds.js';
 import { formatMetaValue, readGGUF } from '../formats/gguf.js';
 import { typeName } from '../formats/ggml-types.js';
 import { isDirectory } from '../formats/fsutil.js';
@@ -119,7 +120,7 @@ export async function cmdInspect(argv: string[]): Promise<number> {
     w(`KV cache      ${fmtBytes(kv16)} per position (f16), ${fmtBytes(kv16 * cfg.ctxLen)} at full context`);
     w('metadata');
     for (const [k, kv] of src.metadata) w(`  ${k} = ${formatMetaValue(kv)}`);
-    const flash = gguf ? describeFlashLayout(gguf) : [];
+    const flash = gguf ? flashInspectLines(gguf) : [];
     if (flash.length) {
       w('flash layout');
       for (const l of flash) w(`  ${l}`);

@@ -1,7 +1,8 @@
 // CLI pieces for the flash layout: `flashlm verify MODEL` and the inspect lines. (main.ts wires them.)
 import { describeMismatch, verifyModel } from '../formats/checksum.js';
 import { describeFlashLayout, openFlashLayout } from '../formats/flash-layout.js';
-import { readGGUF } from '../formats/gguf.js';
+import { readGGUF, type GGUFFile } from '../formats/gguf.js';
+import { describePredictors } from '../formats/predictors.js';
 import { fmtBytes, Progress } from './progress.js';
 import { parse, UsageError } from './main.js';
 
@@ -37,7 +38,10 @@ export async function cmdVerify(argv: string[]): Promise<number> {
   return 1;
 }
 
-/** Lines `flashlm inspect` prints for a flash-layout GGUF ([] for any other file). */
-export function flashInspectLines(path: string): string[] {
-  return describeFlashLayout(readGGUF(path));
+/** Lines `flashlm inspect` prints for a flash-layout GGUF ([] for any other file): the layout, then
+ * the sparsity thresholds / predictors when `flashlm sparsify` added them. */
+export function flashInspectLines(path: string | GGUFFile): string[] {
+  const f = typeof path === 'string' ? readGGUF(path) : path;
+  const lines = describeFlashLayout(f);
+  return lines.length ? [...lines, ...describePredictors(f)] : lines;
 }

@@ -305,8 +305,9 @@ export function sourceDigest(tensors: readonly TensorInfo[], digests: Map<string
 }
 
 /** Overwrites the placeholder values in the header of `path` (same sizes), then the header digest
- * (computed over the final header), then fsyncs. */
-function patchHeader(path: string, meta: Map<string, GGUFKV>, patches: [string, Uint8Array][]): void {
+ * (computed over the final header), then fsyncs. `meta` gives each patched key's type (and
+ * CK.header's); exported for writers that rewrite a flash-layout file (predictors.ts). */
+export function patchHeader(path: string, meta: Map<string, GGUFKV>, patches: [string, Uint8Array][]): void {
   const f = readGGUF(path);
   const fd = fs.openSync(path, 'r+');
   try {

@@ -1,0 +1,65 @@
+// `flashlm sparsify MODEL --calib CALIB.gguf [--sparsity 0.6] [--rank 256] [--recall 0.97]
+//  [--pred-type q8_0|f32] [--epochs 3] [-o OUT.gguf] [--threads N] [--json]`
+import { sparsify } from '../engine/sparsify.js';
+import { Progress } from './progress.js';
+import { intFlag, numFlag, parse, strFlag, UsageError } from './main.js';
+
+const USAGE = `usage: flashlm sparsify MODEL --calib CALIB.gguf [--sparsity 0.6] [--rank 256] [--recall 0.97] [--pred-type q8_0|f32]
+                        [--epochs 3] [-o OUT.gguf] [--threads N] [--json]
+Adds per-layer activation thresholds (for --sparsity of the FFN activations on the calibration text)
+and low-rank activation predictors (trained for --recall of the active neurons) to a flash-layout
+MODEL. MODEL must be the model the calibration was made on (flashlm calibrate). The last 10% of the
+calibration tokens are held out: the table shows recall, precision and over-read on them.
+Default OUT: MODEL itself, replaced only when the new file is complete. Running it again replaces
+the predictors.
+`;
+
+export async function cmdSparsify(argv: string[]): Promise<number> {
+  const { flags, positionals } = parse(argv, {
+    calib: { type: 'string' }, sparsity: { type: 'string' }, rank: { type: 'string' }, recall: { type: 'string' },
+    'pred-type': { type: 'string' }, epochs: { type: 'string' }, output: { type: 'string', short: 'o' },
+    threads: { type: 'string' }, seed: { type: 'string' }, json: { type: 'boolean' },
+  });
+  if (flags.help) {
+    process.stdout.write(USAGE);
+    return 0;
+  }
+  if (positionals.length !== 1) throw new UsageError('sparsify needs exactly one MODEL (a flash-layout GGUF)');
+  const model = positionals[0]!;
+  if (typeof flags.calib !== 'string') throw new UsageError('sparsify needs --calib CALIB.gguf (made by: flashlm calibrate MODEL --text ...)');
+  const bar = new Progress('training predictors', process.stderr, !flags.json, (n) => `${n.toFixed(0)} layers`);
+  const wbar = new Progress('writing', process.stderr, !flags.json);
+  const r = await sparsify(model, flags.calib, {
+    sparsity: numFlag(flags, 'sparsity', 0.6, 0, 0.99),
+    rank: intFlag(flags, 'rank', 256, 1, 1 << 16),
+    targetRecall: numFlag(flags, 'recall', 0.97, 0.01, 1),
+    predType: strFlag(flags, 'pred-type', 'q8_0', ['q8_0', 'f32'] as const),
+    epochs: intFlag(flags, 'epochs', 3, 0, 1000),
+    seed: intFlag(flags, 'seed', 1, 0, 2 ** 32 - 1),
+    threads: intFlag(flags, 'threads', 2, 1, 64),
+    out: typeof flags.output === 'string' ? flags.output : undefined,
+    onProgress: (p) => (p.phase === 'train' ? bar : (bar.finish(), wbar)).update(p.done, p.total),
+  });
+  bar.finish();
+  wbar.finish();
+  for (const w of r.warnings) process.stderr.write(`flashlm: warning: ${w}\n`);
+  if (flags.json) {
+    process.stdout.write(`${JSON.stringify({
+      out: r.out, sparsity: r.sparsity, pred_type: r.predType, tokens: r.tokens, seconds: r.seconds, warnings: r.warnings,
+      layers: r.layers.map((L) => ({
+        layer: L.layer, rank: L.rank, threshold: L.threshold, active_frac: L.activeFrac, recall: L.recall, precision: L.precision,
+        over_read: L.overRead, predicted_frac: L.predictedFrac, held_out_active_frac: L.heldOutActiveFrac, seconds: L.seconds,
+      })),
+    })}\n`);
+    return 0;
+  }
+  const t = r.tokens;
+  process.stdout.write(`wrote ${r.out}: ${r.predType} predictors for ${(100 * r.sparsity).toFixed(0)}% sparsity; ${t.total} calibration tokens ` +
+    `(${t.fitted} fitted, ${t.cutoff} for the cutoff, ${t.heldOut} held out); ${r.seconds.train.toFixed(1)} s training, ${r.seconds.write.toFixed(1)} s writing\n`);
+  process.stdout.write('layer  rank  |act| threshold  active%   recall  precision  over-read   (held out)\n');
+  for (const L of r.layers) {
+    process.stdout.write(`${String(L.layer).padStart(5)}  ${String(L.rank).padStart(4)}  ${L.threshold.toPrecision(4).padStart(15)}  ${(100 * L.activeFrac).toFixed(1).padStart(7)}` +
+      `   ${L.recall.toFixed(3).padStart(6)}  ${L.precision.toFixed(3).padStart(9)}  ${L.overRead.toFixed(2).padStart(8)}×\n`);
+  }
+  return 0;
+}
