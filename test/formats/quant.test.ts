@@ -214,15 +214,17 @@ test('unaligned buffers, dst reuse, sizes and errors', () => {
   assert.equal(bitsOf(dequantize(BF16, quantize(BF16, nan), 2)[0]!), 0x7fe00000);
 });
 
-test('q8_0 quantizes 13824 × 5120 in well under a second', () => {
+test('q8_0 quantizes 13824 × 5120 in well under a second of CPU time', () => {
   const n = 13824 * 5120;
   const x = new Float32Array(n);
   const pattern = randn(5120 * 7, 1, 5); // not a multiple of the row: blocks differ from row to row
   for (let off = 0; off < n; off += pattern.length) x.set(pattern.subarray(0, Math.min(pattern.length, n - off)), off);
   const dst = new Uint8Array(quantizedBytes(Q8_0, n));
   quantize(Q8_0, x.subarray(0, 32 * 4096), dst); // warm up the JIT
-  const t0 = performance.now();
+  // CPU time, not wall time: other processes on a loaded machine must not fail this test
+  const c0 = process.cpuUsage();
   quantize(Q8_0, x, dst);
-  const ms = performance.now() - t0;
-  assert.ok(ms < 2000, `took ${ms.toFixed(0)} ms`); // target < 1 s; slack for loaded CI machines
+  const c = process.cpuUsage(c0);
+  const ms = (c.user + c.system) / 1000;
+  assert.ok(ms < 2000, `took ${ms.toFixed(0)} ms of CPU`); // target < 1 s; slack for slower CPUs
 });
