@@ -9,6 +9,7 @@ import { cmdProfileDisk } from './profile-disk.js';
 import { cmdCalibrate } from './calibrate-cmd.js';
 import { cmdEval } from './eval-cmd.js';
 import { cmdSparsify } from './sparsify-cmd.js';
+import { cmdServe } from './serve-cmd.js';
 
 export class UsageError extends Error {
   constructor(message: string) {
@@ -22,6 +23,7 @@ const USER_ERRORS = new Set([
   'UsageError', 'FormatError', 'UnsupportedError', 'NotFoundError', 'ModelConfigError', 'EngineError',
   'SamplingError', 'SynthOptionsError', 'BudgetError', 'FlashIOError', 'FlashAlignmentError', 'DiskProfileError', 'TokenizerError', 'ArenaFullError', 'ConvertError', 'ChecksumError', 'CalibrationError', 'EvalError',
   'SparsifyError', 'CalibrationMismatchError', 'PredictorFormatError', 'PredictorError',
+  'OptionsError', 'ContextLengthError',
 ]);
 
 const HELP = `flashlm — run LLMs bigger than DRAM from Node.js
@@ -47,6 +49,9 @@ commands:
   sparsify MODEL --calib CALIB.gguf [--sparsity 0.6] [--rank 256] [--recall 0.97] [--pred-type q8_0|f32] [-o OUT]
                                 add per-layer activation thresholds and low-rank predictors to a
                                 flash-layout MODEL (default OUT: MODEL, replaced atomically)
+  serve MODEL [--port 8080] [--host 127.0.0.1] [--memory X] [--mode M] [--max-queue 16] [--ctx N]
+                                OpenAI-compatible HTTP server (/v1/completions, /v1/chat/completions,
+                                /v1/models, /health, /metrics); one request at a time, the rest queue
   inspect MODEL                 architecture, shapes, dtypes, sizes
   synth -o OUT [--layers L --hidden D --ffn F --heads H --kv-heads K --vocab V --ctx C
         --dtype f32|f16|q8_0|q4_0 --act silu|relu --seed S --format gguf|safetensors]
@@ -124,6 +129,8 @@ export async function main(argv: string[]): Promise<number> {
         return await cmdEval(rest);
       case 'sparsify':
         return await cmdSparsify(rest);
+      case 'serve':
+        return await cmdServe(rest);
       case undefined:
       case 'help':
       case '-h':

@@ -1,0 +1,45 @@
+// Bad request bodies and what the error message must say: shared by the validator's unit test and
+// the HTTP test (which sends each one). Limits: ctx ≥ 100, vocabulary 512.
+
+export const BAD_COMPLETIONS: [string, unknown, RegExp][] = [
+  ['not an object', [1, 2], /JSON object, got array/],
+  ['null body', null, /JSON object, got null/],
+  ['no prompt', { max_tokens: 3 }, /'prompt': required/],
+  ['empty prompt', { prompt: '' }, /'prompt': must not be empty/],
+  ['prompt number', { prompt: 5 }, /'prompt': must be a string/],
+  ['prompt batch', { prompt: ['a', 'b'] }, /batches are not supported/],
+  ['prompt id out of vocab', { prompt: [1, 512] }, /token id 512 is not in \[0, 512\)/],
+  ['prompt id fraction', { prompt: [1, 2.5] }, /token id 2.5/],
+  ['max_tokens 0', { prompt: 'a', max_tokens: 0 }, /'max_tokens': must be ≥ 1/],
+  ['max_tokens > ctx', { prompt: 'a', max_tokens: 100_000 }, /'max_tokens': must be ≤ \d+, got 100000/],
+  ['max_tokens string', { prompt: 'a', max_tokens: '5' }, /'max_tokens': must be a number, got string/],
+  ['max_tokens fraction', { prompt: 'a', max_tokens: 2.5 }, /'max_tokens': must be an integer/],
+  ['temperature > 2', { prompt: 'a', temperature: 2.5 }, /'temperature': must be ≤ 2/],
+  ['temperature < 0', { prompt: 'a', temperature: -0.1 }, /'temperature': must be ≥ 0/],
+  ['top_p 0', { prompt: 'a', top_p: 0 }, /'top_p': must be > 0/],
+  ['top_p > 1', { prompt: 'a', top_p: 1.01 }, /'top_p': must be ≤ 1/],
+  ['top_k negative', { prompt: 'a', top_k: -1 }, /'top_k': must be ≥ 0/],
+  ['top_k fraction', { prompt: 'a', top_k: 1.5 }, /'top_k': must be an integer/],
+  ['seed string', { prompt: 'a', seed: 'x' }, /'seed': must be a number/],
+  ['seed fraction', { prompt: 'a', seed: 0.5 }, /'seed': must be an integer/],
+  ['stop number', { prompt: 'a', stop: 7 }, /'stop': must be a string or an array/],
+  ['stop array of numbers', { prompt: 'a', stop: [1] }, /'stop': .*array with number/],
+  ['5 stops', { prompt: 'a', stop: ['a', 'b', 'c', 'd', 'e'] }, /at most 4 stop sequences/],
+  ['empty stop', { prompt: 'a', stop: [''] }, /must not be empty/],
+  ['stream string', { prompt: 'a', stream: 'yes' }, /'stream': must be a boolean/],
+  ['n 2', { prompt: 'a', n: 2 }, /only n = 1/],
+  ['model number', { prompt: 'a', model: 3 }, /'model': must be a string/],
+  ['stream_options array', { prompt: 'a', stream_options: [] }, /'stream_options': must be an object/],
+];
+
+export const BAD_CHATS: [string, unknown, RegExp][] = [
+  ['no messages', { max_tokens: 2 }, /'messages': required/],
+  ['messages object', { messages: {} }, /'messages': must be an array/],
+  ['messages empty', { messages: [] }, /'messages': must not be empty/],
+  ['message string', { messages: ['hi'] }, /'messages\[0\]': must be an object/],
+  ['bad role', { messages: [{ role: 'robot', content: 'x' }] }, /'messages\[0\].role': must be one of system, user, assistant, got 'robot'/],
+  ['no role', { messages: [{ content: 'x' }] }, /'messages\[0\].role'/],
+  ['content number', { messages: [{ role: 'user', content: 5 }] }, /'messages\[0\].content': must be a string/],
+  ['content image part', { messages: [{ role: 'user', content: [{ type: 'image_url' }] }] }, /only \{"type": "text"/],
+  ['temperature on chat', { messages: [{ role: 'user', content: 'x' }], temperature: 9 }, /'temperature'/],
+];
