@@ -1,0 +1,218 @@
+// Load test of `flashlm serve` on loopback: N concurrent clients (default 32) against one server
+// process on a tiny synth model, bounded by a request count and a time limit. Half the requests
+// stream (SSE), half do not; completions and chat alternate; every request is greedy with one of a
+// few prompts, so each answer must equal the first answer to the same request (a check that requests
+// never see each other's KV state). Clients honour 429 Retry-After, as a well-behaved client does.
+//
+// Errors by kind: rejected_429 (expected with a bounded queue), malformed (a 200 whose body is not a
+// valid completion or SSE stream, any other status), inconsistent (a valid answer that differs from
+// the first one for the same request), lost (connection reset / timeout / no response).
+// Goal: zero malformed, inconsistent and lost.
+//
+// Usage: node dist/bench/serve-load.js [--clients 32] [--requests 400] [--seconds 60] [--max-tokens 16]
+//   [--max-queue 16] [--memory 256MB] [--ctx 128] [--model PATH] [--no-retry-after]
+// Prints JSON.
+import { spawn } from 'node:child_process';
+import { request } from 'node:http';
+import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
+import { tmpdir } from 'node:os';
+import { existsSync, mkdirSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { synthModel } from '../src/engine/synth.js';
+import { parseMemory } from '../src/memory/budget.js';
+
+const argv = process.argv.slice(2);
+const opt = (name: string, dflt: string) => {
+  const i = argv.indexOf(`--${name}`);
+  return i >= 0 && i + 1 < argv.length ? argv[i + 1]! : dflt;
+};
+const CLIENTS = Number(opt('clients', '32'));
+const REQUESTS = Number(opt('requests', '400'));
+const SECONDS = Number(opt('seconds', '60'));
+const MAX_TOKENS = Number(opt('max-tokens', '16'));
+const MAX_QUEUE = opt('max-queue', '16');
+const MEMORY = opt('memory', '256MB');
+const CTX = opt('ctx', '128');
+const RETRY_AFTER = !argv.includes('--no-retry-after');
+const BIN = fileURLToPath(new URL('../../bin/flashlm.js', import.meta.url));
+const TIMEOUT_MS = 30_000;
+
+function tinyModel(): string {
+  const dir = join(tmpdir(), 'flashlm-bench');
+  mkdirSync(dir, { recursive: true });
+  const path = join(dir, 'serve-load-tiny.gguf');
+  if (!existsSync(path)) {
+    synthModel({ layers: 2, hidden: 64, ffn: 192, heads: 4, kvHeads: 2, vocab: 512, ctx: 256, dtype: 'q8_0', act: 'silu', seed: 1, format: 'gguf' }, path);
+  }
+  return path;
+}
+
+interface Reply { status: number; retryAfter: string | undefined; body: string }
+
+function post(base: string, path: string, body: unknown): Promise<Reply> {
+  const s = JSON.stringify(body);
+  return new Promise((resolve, reject) => {
+    const req = request(new URL(path, base), { method: 'POST', headers: { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(s) }, timeout: TIMEOUT_MS }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode!, retryAfter: res.headers['retry-after'] as string | undefined, body: Buffer.concat(chunks).toString('utf8') }));
+      res.on('error', reject);
+    });
+    req.on('timeout', () => req.destroy(new Error('timeout')));
+    req.on('error', reject);
+    req.end(s);
+  });
+}
+
+/** The answer's text if the body is a valid (streamed or not) completion of `kind`, else undefined. */
+function answer(kind: 'completion' | 'chat', stream: boolean, body: string): { text: string; tokens: number } | undefined {
+  try {
+    if (!stream) {
+      const j = JSON.parse(body) as { choices: { text?: unknown; message?: { content?: unknown }; finish_reason?: unknown }[]; usage: { completion_tokens: unknown } };
+      const c = j.choices[0]!;
+      const t = kind === 'chat' ? c.message?.content : c.text;
+      if (typeof t !== 'string' || !Number.isInteger(j.usage.completion_tokens) || (c.finish_reason !== 'stop' && c.finish_reason !== 'length')) return undefined;
+      return { text: t, tokens: j.usage.completion_tokens as number };
+    }
+    if (!body.endsWith('data: [DONE]\n\n')) return undefined;
+    const events = body.slice(0, -'data: [DONE]\n\n'.length).split('\n\n');
+    if (events.pop() !== '') return undefined;
+    let text = '';
+    let finish: unknown = null;
+    let tokens: unknown;
+    for (const e of events) {
+      if (!e.startsWith('data: ')) return undefined;
+      const j = JSON.parse(e.slice(6)) as { choices: { text?: string; delta?: { content?: string }; finish_reason: unknown }[]; usage?: { completion_tokens: unknown } };
+      const c = j.choices[0];
+      if (!c) {
+        tokens = j.usage?.completion_tokens;
+        continue;
+      }
+      text += (kind === 'chat' ? c.delta?.content : c.text) ?? '';
+      if (c.finish_reason) finish = c.finish_reason;
+    }
+    return (finish === 'stop' || finish === 'length') && Number.isInteger(tokens) ? { text, tokens: tokens as number } : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+const pct = (xs: number[], p: number) => {
+  if (xs.length === 0) return null;
+  const s = [...xs].sort((a, b) => a - b);
+  return Math.round(s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]! * 10) / 10;
+};
+
+async function main(): Promise<void> {
+  const model = opt('model', '') || tinyModel();
+  const server = spawn(process.execPath, [BIN, 'serve', model, '--port', '0', '--max-queue', MAX_QUEUE, '--memory', MEMORY, '--ctx', CTX], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  server.stdout.on('data', (d) => (out += d));
+  server.stderr.on('data', (d) => (err += d));
+  const exited = new Promise<number | null>((resolve) => server.on('exit', resolve));
+  const t0 = Date.now();
+  while (!/listening on (\S+)/.test(out)) {
+    if (Date.now() - t0 > 60_000 || server.exitCode !== null) throw new Error(`server did not start: ${err}`);
+    await sleep(20);
+  }
+  const base = /listening on (\S+)/.exec(out)![1]!;
+
+  const PROMPTS = ['The quick brown fox', 'def fibonacci(n):', 'Once upon a time', 'hello world'];
+  const first = new Map<string, string>(); // request key → first answer text
+  const counts = { ok: 0, rejected_429: 0, malformed: 0, inconsistent: 0, lost: 0 };
+  const examples: string[] = [];
+  const latOk: number[] = [];
+  let tokens = 0;
+  let issued = 0;
+  const start = performance.now();
+  const deadline = start + SECONDS * 1000;
+
+  async function client(c: number): Promise<void> {
+    for (let k = 0; issued < REQUESTS && performance.now() < deadline; k++) {
+      const i = issued++;
+      const kind = i % 4 < 2 ? 'completion' : 'chat';
+      const stream = i % 2 === 1;
+      const prompt = PROMPTS[(i >> 2) % PROMPTS.length]!;
+      const key = `${kind}|${prompt}`;
+      const body = kind === 'chat'
+        ? { messages: [{ role: 'user', content: prompt }], max_tokens: MAX_TOKENS, temperature: 0, stream, stream_options: { include_usage: true } }
+        : { prompt, max_tokens: MAX_TOKENS, temperature: 0, stream, stream_options: { include_usage: true } };
+      const t = performance.now();
+      let r: Reply;
+      try {
+        r = await post(base, kind === 'chat' ? '/v1/chat/completions' : '/v1/completions', body);
+      } catch (e) {
+        counts.lost++;
+        if (examples.length < 5) examples.push(`lost: ${(e as Error).message}`);
+        continue;
+      }
+      const ms = performance.now() - t;
+      if (r.status === 429) {
+        counts.rejected_429++;
+        if (!/^\d+$/.test(r.retryAfter ?? '')) {
+          counts.malformed++;
+          if (examples.length < 5) examples.push('429 without a Retry-After');
+        }
+        if (RETRY_AFTER) await sleep(Number(r.retryAfter ?? 1) * 1000 * (0.5 + Math.random() / 2)); // jitter: clients do not all come back at once
+        continue;
+      }
+      const a = r.status === 200 ? answer(kind, stream, r.body) : undefined;
+      if (a === undefined) {
+        counts.malformed++;
+        if (examples.length < 5) examples.push(`malformed (${r.status}, client ${c}): ${r.body.slice(0, 200)}`);
+        continue;
+      }
+      const f = first.get(key);
+      if (f === undefined) first.set(key, a.text);
+      else if (f !== a.text) {
+        counts.inconsistent++;
+        if (examples.length < 5) examples.push(`inconsistent answer to ${key}`);
+        continue;
+      }
+      counts.ok++;
+      latOk.push(ms);
+      tokens += a.tokens;
+    }
+  }
+
+  await Promise.all(Array.from({ length: CLIENTS }, (_, c) => client(c)));
+  const wall = (performance.now() - start) / 1000;
+  const metrics = await new Promise<string>((resolve, reject) => {
+    request(new URL('/metrics', base), (res) => {
+      let s = '';
+      res.on('data', (d) => (s += d));
+      res.on('end', () => resolve(s));
+    }).on('error', reject).end();
+  });
+  const metric = (name: string) => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(metrics)?.[1] ?? NaN);
+  const served = [...metrics.matchAll(/^flashlm_requests_total\{endpoint="\/v1\/(?:chat\/)?completions",status="(\d+)"\} (\d+)$/gm)]
+    .reduce<Record<string, number>>((a, m) => ((a[m[1]!] = (a[m[1]!] ?? 0) + Number(m[2])), a), {});
+  server.kill('SIGTERM');
+  const code = await exited;
+  const peak = metric('flashlm_peak_resident_memory_bytes');
+  const budget = parseMemory(MEMORY);
+  const serverTokens = metric('flashlm_tokens_generated_total');
+  process.stdout.write(`${JSON.stringify({
+    model, clients: CLIENTS, requests_issued: issued, max_tokens: MAX_TOKENS, max_queue: Number(MAX_QUEUE), honours_retry_after: RETRY_AFTER,
+    wall_seconds: Math.round(wall * 100) / 100,
+    ok: counts.ok,
+    errors: { rejected_429: counts.rejected_429, malformed: counts.malformed, inconsistent: counts.inconsistent, lost: counts.lost },
+    examples,
+    throughput_tokens_per_s: Math.round((serverTokens / wall) * 10) / 10,
+    ok_requests_per_s: Math.round((counts.ok / wall) * 10) / 10,
+    latency_ms_ok: { p50: pct(latOk, 50), p99: pct(latOk, 99), max: pct(latOk, 100) },
+    server: {
+      statuses: served, tokens_generated: serverTokens, tokens_counted_by_clients: tokens,
+      cancelled: metric('flashlm_requests_cancelled_total'), peak_rss_bytes: peak, budget_bytes: budget,
+      peak_rss_within_budget: peak <= budget, exit_code: code,
+    },
+  }, null, 1)}\n`);
+  if (counts.malformed + counts.inconsistent + counts.lost > 0 || code !== 0) process.exitCode = 1;
+}
+
+main().catch((e: unknown) => {
+  process.stderr.write(`${(e as Error)?.stack ?? String(e)}\n`);
+  process.exitCode = 2;
+});
