@@ -36,6 +36,7 @@ import { GGML_QUANT_VERSION, LLAMA_FTYPE, targetType, type QuantName } from './c
 import { FormatError, UnsupportedError } from './errors.js';
 import { isSupportedType, rowBytes, tensorBytes, TensorType, typeName } from './ggml-types.js';
 import { GGUFValueType as VT, GGUFWriter, readGGUF, type GGUFFile, type GGUFKV, type TensorInfo } from './gguf.js';
+import { removeStaleTemps } from './fsutil.js';
 import { dequantize, quantize, quantizedBytes } from './quant.js';
 import type { ModelSource } from './source.js';
 
@@ -172,6 +173,7 @@ export function convertToFlashLayout(src: ModelSource, out: string, opts: FlashC
   for (const l of layers) set(CK.bundle(l), VT.ARRAY, new Uint8Array(nBlocks * DIGEST_BYTES), VT.UINT8);
 
   // --- data
+  removeStaleTemps(out); // `${out}.flash-<pid>` (+ its `.tmp-<pid>`) of killed converts
   const part = `${out}.flash-${process.pid}`;
   const w = new GGUFWriter(part, { alignment: FLASH_ALIGNMENT });
   const srcDigests = new Map<string, string>(); // source tensor name → hex sha256 of its stored bytes

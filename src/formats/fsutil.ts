@@ -1,7 +1,7 @@
 // Small file-system facts for the layers above formats/ (which may not import node:fs themselves).
-import { existsSync, mkdirSync, readdirSync, readSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readSync, renameSync, rmSync, statSync } from 'node:fs';
 import { homedir } from 'node:os';
-import { join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 
 export function pathExists(p: string): boolean {
   return existsSync(p);
@@ -27,6 +27,57 @@ export function fileSize(p: string): number {
   } catch {
     return 0;
   }
+}
+
+/** Whether process `pid` exists. Signal 0 only probes: ESRCH means no such process; EPERM means it
+ * exists but belongs to another user (alive, so its files are left alone). */
+export function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code !== 'ESRCH';
+  }
+}
+
+const escapeRe = (s: string): string => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+
+/**
+ * Cleans up after writers of `path` that were killed (SIGKILL, OOM, power loss) before they could
+ * remove their temp files. The atomic writers name them after the target and their pid:
+ * `${path}.tmp-<pid>` (GGUFWriter, writeSafetensors, writeHFDir's directory), `${path}.flash-<pid>`
+ * (convert --layout flash), `${path}.sparsify-<pid>` (sparsify), each possibly with its own writer's
+ * temp file after it (`${path}.flash-<pid>.tmp-<pid>`), and `${path}.old-<pid>` (writeHFDir's previous
+ * directory, moved aside during the swap). An entry is stale when none of the pids in its name is a
+ * live process (processAlive); entries of live processes, ours included, are never touched (a pid
+ * reused by an unrelated process only delays the cleanup). A stale `.old-<pid>` is the previous
+ * complete version: it is put back at `path` if the swap was cut between its two renames (no `path`),
+ * else removed. Best effort: an entry that cannot be removed is skipped (the next writer tries again).
+ * Returns the entries removed or restored.
+ */
+export function removeStaleTemps(path: string): string[] {
+  const dir = dirname(path);
+  const re = new RegExp(`^${escapeRe(basename(path))}\\.(tmp|flash|sparsify|old)-(\\d+)((?:\\.(?:tmp|flash|sparsify)-\\d+)*)$`);
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch {
+    return []; // no directory yet: nothing to clean
+  }
+  const done: string[] = [];
+  for (const name of names) {
+    const m = re.exec(name);
+    if (!m) continue;
+    const pids = [m[2]!, ...(m[3]!.match(/\d+/g) ?? [])].map(Number);
+    if (pids.some((pid) => !Number.isSafeInteger(pid) || pid <= 0 || processAlive(pid))) continue;
+    const p = join(dir, name);
+    try {
+      if (m[1] === 'old' && !m[3] && !existsSync(path)) renameSync(p, path);
+      else rmSync(p, { recursive: true, force: true });
+      done.push(p);
+    } catch { /* best effort: e.g. removed by another writer meanwhile */ }
+  }
+  return done;
 }
 
 /** flashlm's cache directory ($FLASHLM_CACHE, else $XDG_CACHE_HOME/flashlm, else ~/.cache/flashlm), created. */

@@ -2,6 +2,7 @@
 
 import * as fs from 'node:fs';
 import * as nodePath from 'node:path';
+import { removeStaleTemps } from './fsutil.js';
 import { typeName } from './ggml-types.js';
 import {
   BLOCKS, DEFAULT_ALIGNMENT, GGUFValueType, MAGIC, MAX_ALIGNMENT, MAX_ARRAY_DEPTH, MAX_DIMS, MIN_VALUE_BYTES, TYPED,
@@ -224,6 +225,7 @@ export class GGUFWriter {
       h.u64(t.rel);
     }
     const pad = alignUp(h.len, this.alignment) - h.len;
+    removeStaleTemps(this.path); // temp files of killed writers of this path (dead pids)
     this.fd = fs.openSync(this.tmp, 'w');
     this.state = 'data';
     this.buf = Buffer.allocUnsafe(CHUNK);

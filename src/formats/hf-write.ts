@@ -8,6 +8,7 @@
 
 import * as fs from 'node:fs';
 import * as nodePath from 'node:path';
+import { removeStaleTemps } from './fsutil.js';
 import { ST_SINGLE_FILE, writeSafetensors } from './safetensors.js';
 
 /** One file of the directory: `json` is written as JSON.stringify(json, null, 2) + '\n'; `data` as is. */
@@ -47,6 +48,7 @@ export function writeHFDir(dir: string, files: HFDirFile[], safetensors?: HFDirT
   }
   if (isNonDirectory(dir)) throw new HFWriteError(dir, 'exists and is not a directory');
 
+  removeStaleTemps(dir); // `${dir}.tmp-<pid>` / `.old-<pid>` of killed writers (an interrupted swap's old dir is put back)
   const tmp = `${dir}.tmp-${process.pid}`;
   fs.rmSync(tmp, { recursive: true, force: true });
   fs.mkdirSync(tmp, { recursive: true });

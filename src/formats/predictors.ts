@@ -36,7 +36,7 @@ import { FormatError, UnsupportedError } from './errors.js';
 import { openFlashLayout, patchHeader, isFlashLayout, type FlashLayout } from './flash-layout.js';
 import { TensorType } from './ggml-types.js';
 import { GGUFValueType as VT, GGUFWriter, readGGUF, readTensorData, type GGUFFile, type GGUFKV, type TensorInfo } from './gguf.js';
-import { preadFully } from './fsutil.js';
+import { preadFully, removeStaleTemps } from './fsutil.js';
 import { dequantize, quantize } from './quant.js';
 
 export const SPARSE_VERSION = 1;
@@ -178,6 +178,7 @@ export function writeWithPredictors(flashPath: string, outPath: string, add: Pre
   set(PK.calibTokens, VT.UINT32, add.calibration.tokens);
 
   // --- data
+  removeStaleTemps(outPath); // `${outPath}.sparsify-<pid>` (+ its `.tmp-<pid>`) of killed runs
   const part = `${outPath}.sparsify-${process.pid}`;
   const w = new GGUFWriter(part, { alignment: f.alignment });
   const digests = new Uint8Array(residentNames.length * DIGEST_BYTES);

@@ -10,7 +10,7 @@
 // every offset is checked against the data size, each range against dtype × shape, and the ranges
 // against each other, so a corrupt file gives a FormatError naming the file and the field.
 
-import { preadFully } from './fsutil.js';
+import { preadFully, removeStaleTemps } from './fsutil.js';
 import * as fs from 'node:fs';
 import * as nodePath from 'node:path';
 import { FormatError, jsonSnippet, NotFoundError } from './errors.js';
@@ -256,6 +256,7 @@ export function writeSafetensors(path: string,
   const len = Buffer.alloc(8);
   len.writeBigUInt64LE(BigInt(json.length));
 
+  removeStaleTemps(path); // `${path}.tmp-<pid>` of killed writers
   const tmp = `${path}.tmp-${process.pid}`;
   const fd = fs.openSync(tmp, 'w');
   try {
