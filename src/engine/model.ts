@@ -243,7 +243,11 @@ export class Model {
       }
       let capacity = 0;
       if (sparse) {
-        const fromBudget = plan ? Math.floor((plan.neuronCache / cfg.nLayers - 4096) / bundles!.recordBytes) : cfg.ffnDim;
+        // JS-heap bookkeeping outside the arenas (matrix ids/rowOf/lastUsed/scratch ≈ 17 B per row + 12 B
+        // per neuron, planner arrays) and the reader's queues: measured over budget by 4–14 MiB on a
+        // 40-layer synth model without this slack (bench/memory-cap.ts)
+        const slack = 16 * 2 ** 20 + cfg.nLayers * cfg.ffnDim * 48;
+        const fromBudget = plan ? Math.floor(((plan.neuronCache - slack) / cfg.nLayers - 4096) / bundles!.recordBytes) : cfg.ffnDim;
         capacity = Math.min(cfg.ffnDim, opts.neuronCapacity ?? fromBudget);
         if (!Number.isInteger(capacity) || capacity < 1) throw new EngineError(`neuron capacity ${capacity}: needs at least 1 row per layer`);
       }

@@ -189,20 +189,10 @@ export function verifyModel(path: string, onProgress?: (doneBytes: number, total
     });
     for (const t of bundles) {
       const layer = Number(BUNDLE_RE.exec(t.name)![1]);
-      const recordBytes = t.dims[0]!;
-      const nFF = t.dims[1] ?? 1;
-      const nBlocks = Math.ceil(nFF / blockRecords);
-      const digests = digestArray(f, CK.bundle(layer), nBlocks);
-      for (let b = 0; b < nBlocks; b++) {
-        const first = b * blockRecords;
-        const off = t.offset + first * recordBytes;
-        const len = (Math.min(nFF, first + blockRecords) - first) * recordBytes;
-        const got = hashRange(off, len, `tensor '${t.name}' data`);
-        const want = digests.subarray(b * DIGEST_BYTES, (b + 1) * DIGEST_BYTES);
+      for (const k of bundleBlocks(f, t, layer, blockRecords)) {
+        const got = hashRange(k.offset, k.bytes, `tensor '${t.name}' data`);
         res.blocksChecked++;
-        if (!equal(got, want)) {
-          res.mismatches.push({ kind: 'bundle', tensor: t.name, layer, block: b, firstRecord: first, offset: off, bytes: len, expected: hex(want), actual: hex(got) });
-        }
+        if (!equal(got, k.want)) res.mismatches.push(blockMismatch(t, layer, k, got));
       }
     }
   } finally {
@@ -211,6 +201,33 @@ export function verifyModel(path: string, onProgress?: (doneBytes: number, total
   res.bytesChecked = done;
   res.ok = res.mismatches.length === 0;
   return res;
+}
+
+interface BundleBlock {
+  block: number;
+  first: number; // first record
+  offset: number; // absolute file offset of the block
+  bytes: number;
+  want: Uint8Array; // stored digest
+}
+
+/** The checksummed blocks of layer `layer`'s bundle tensor t (block b = records [b·B, (b+1)·B)). */
+function* bundleBlocks(f: GGUFFile, t: TensorInfo, layer: number, blockRecords: number): Generator<BundleBlock> {
+  const recordBytes = t.dims[0]!;
+  const nFF = t.dims[1] ?? 1;
+  const nBlocks = Math.ceil(nFF / blockRecords);
+  const digests = digestArray(f, CK.bundle(layer), nBlocks);
+  for (let b = 0; b < nBlocks; b++) {
+    const first = b * blockRecords;
+    yield {
+      block: b, first, offset: t.offset + first * recordBytes, bytes: (Math.min(nFF, first + blockRecords) - first) * recordBytes,
+      want: digests.subarray(b * DIGEST_BYTES, (b + 1) * DIGEST_BYTES),
+    };
+  }
+}
+
+function blockMismatch(t: TensorInfo, layer: number, k: BundleBlock, got: Uint8Array): Mismatch {
+  return { kind: 'bundle', tensor: t.name, layer, block: k.block, firstRecord: k.first, offset: k.offset, bytes: k.bytes, expected: hex(k.want), actual: hex(got) };
 }
 
 function equal(a: Uint8Array, b: Uint8Array): boolean {
@@ -281,18 +298,10 @@ export function runChecks(f: GGUFFile): RunChecks | undefined {
     bundle(layer, records) {
       const t = f.tensorByName.get(bundleName(layer));
       if (!t) throw new RangeError(`no bundle tensor for layer ${layer}`);
-      const recordBytes = t.dims[0]!;
-      const nFF = t.dims[1] ?? 1;
-      const nBlocks = Math.ceil(nFF / blockRecords);
-      const digests = digestArray(f, CK.bundle(layer), nBlocks);
-      for (let b = 0; b < nBlocks; b++) {
-        const first = b * blockRecords;
-        const len = (Math.min(nFF, first + blockRecords) - first) * recordBytes;
-        const got = sha256(records.subarray(first * recordBytes, first * recordBytes + len));
-        const want = digests.subarray(b * DIGEST_BYTES, (b + 1) * DIGEST_BYTES);
-        if (!equal(got, want)) {
-          throw new ChecksumError(f.path, { kind: 'bundle', tensor: t.name, layer, block: b, firstRecord: first, offset: t.offset + first * recordBytes, bytes: len, expected: hex(want), actual: hex(got) });
-        }
+      for (const k of bundleBlocks(f, t, layer, blockRecords)) {
+        const at = k.offset - t.offset; // the records start at the tensor's first byte
+        const got = sha256(records.subarray(at, at + k.bytes));
+        if (!equal(got, k.want)) throw new ChecksumError(f.path, blockMismatch(t, layer, k, got));
       }
     },
   };
