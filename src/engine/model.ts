@@ -422,7 +422,7 @@ export class Model {
     for (let i = 0; i < o.maxTokens; i++) {
       if (o.signal?.aborted) return;
       const id = sampler.sample(logits);
-      if ((o.stopOnEos ?? true) && id === this.tokenizer.eos) return;
+      if ((o.stopOnEos ?? true) && (id === this.tokenizer.eos || this.tokenizer.isEog(id))) return;
       yield { id, bytes: this.tokenizer.tokenBytes(id) };
       if (i + 1 < o.maxTokens) logits = await this.decodeAsync(id);
     }
