@@ -11,7 +11,7 @@ import {
   configFromMetadata, ffnSlotBytes, forward, forwardStreamed, kvBytesPerLayer, loadWeights, makeCache, makePlans, makeState, planStreamAll, stateBytes,
   type BundleLayout, type FFNProbe, type StreamPlan, type KVCache, type LlamaConfig, type LlamaWeights, type RunState,
 } from '../model/llama.js';
-import { tokenizerFromGGUF, tokenizerFromHFDir, type Tokenizer } from '../tokenizer/index.js';
+import { tokenizerFromGGUF, tokenizerFromHFDir, type Tokenizer, type TokenizerInfo } from '../tokenizer/index.js';
 import { Sampler, type SamplingOptions } from './sample.js';
 import { DirectReader, ioUringActive, type ReadFn } from '../flash/io.js';
 import { WholeLayerSource } from '../flash/layer-source.js';
@@ -422,7 +422,7 @@ export class Model {
     for (let i = 0; i < o.maxTokens; i++) {
       if (o.signal?.aborted) return;
       const id = sampler.sample(logits);
-      if ((o.stopOnEos ?? true) && (id === this.tokenizer.eos || this.tokenizer.isEog(id))) return;
+      if ((o.stopOnEos ?? true) && (id === this.tokenizer.eos || (this.tokenizer as Partial<TokenizerInfo>).isEog?.(id))) return;
       yield { id, bytes: this.tokenizer.tokenBytes(id) };
       if (i + 1 < o.maxTokens) logits = await this.decodeAsync(id);
     }
