@@ -52,6 +52,10 @@ export class MatrixNeuronSource implements NeuronSource {
     this.missing = new Int32Array(o.nFF);
   }
 
+  get capacity(): number {
+    return this.o.capacity;
+  }
+
   /** Bytes of the neuron matrices (DRAM). */
   get bytes(): number {
     return this.matrices.reduce((s, m) => s + m.bytes, 0);

@@ -21,20 +21,24 @@ export interface NeuronSource {
   /** Makes neurons ids[0..count) of layer l resident (reading what is missing) and resolves to the
    * rows to compute over; `token` counts forward passes (windowing). */
   ensure(l: number, ids: Int32Array, count: number, token: number): Promise<NeuronRows>;
+  /** Rows per layer: more neurons than this cannot be resident at once. */
+  readonly capacity: number;
 }
 
 /** Chooses the candidate neurons of layer l from its FFN input (s.xb). */
 export interface Predictor {
-  /** Writes candidate neuron ids into out[0..k) and returns k. */
-  predict(c: Compute, l: number, s: ArenaState, out: Int32Array): number;
+  /** Writes candidate neuron ids into out[0..k) and returns k ≤ max (when more qualify, the most
+   * likely ones are kept: the neuron matrix cannot hold more than `max` rows). */
+  predict(c: Compute, l: number, s: ArenaState, out: Int32Array, max: number): number;
 }
 
 /** Every neuron (the dense baseline through the sparse machinery: threshold 0 + all = dense). */
 export class AllPredictor implements Predictor {
   constructor(private readonly ffn: number) {}
-  predict(_c: Compute, _l: number, _s: ArenaState, out: Int32Array): number {
-    for (let i = 0; i < this.ffn; i++) out[i] = i;
-    return this.ffn;
+  predict(_c: Compute, _l: number, _s: ArenaState, out: Int32Array, max: number): number {
+    const k = Math.min(this.ffn, max);
+    for (let i = 0; i < k; i++) out[i] = i;
+    return k;
   }
 }
 
@@ -45,8 +49,10 @@ export class AllPredictor implements Predictor {
  */
 export class LowRankPredictor implements Predictor {
   private readonly jobs: { a: MatvecJob[]; b: MatvecJob[]; thr: Float32Array; s: Float32Array }[];
+  private readonly margins: Float32Array; // [ffnDim] scratch: score − threshold of the candidates
 
   constructor(private readonly cfg: LlamaConfig, private readonly w: LlamaWeights, st: RunState) {
+    this.margins = new Float32Array(cfg.ffnDim);
     const qDim = cfg.nHeads * cfg.headDim;
     this.jobs = w.layers.map((L, l) => {
       const p = L.pred;
@@ -62,7 +68,7 @@ export class LowRankPredictor implements Predictor {
     });
   }
 
-  predict(c: Compute, l: number, s: ArenaState, out: Int32Array): number {
+  predict(c: Compute, l: number, s: ArenaState, out: Int32Array, max: number): number {
     const j = this.jobs[l]!;
     const p = this.w.layers[l]!.pred!;
     const a = s.arena;
@@ -74,7 +80,22 @@ export class LowRankPredictor implements Predictor {
     const sc = j.s;
     const thr = j.thr;
     for (let i = 0; i < sc.length; i++) if (sc[i]! > thr[i]!) out[k++] = i;
-    return k;
+    if (k <= max) return k;
+    // more candidates than rows: keep the `max` with the largest margin over their cutoff
+    const m = this.margins.subarray(0, k);
+    for (let i = 0; i < k; i++) m[i] = sc[out[i]!]! - thr[out[i]!]!;
+    m.sort(); // ascending
+    const cut = m[k - max]!;
+    let above = 0; // strictly above the cut are kept first, ties fill up to max
+    for (let i = 0; i < k; i++) if (sc[out[i]!]! - thr[out[i]!]! > cut) above++;
+    let ties = max - above;
+    let n = 0;
+    for (let i = 0; i < k; i++) {
+      const id = out[i]!;
+      const d = sc[id]! - thr[id]!;
+      if (d > cut || (d === cut && ties-- > 0)) out[n++] = id;
+    }
+    return n;
   }
 }
 
@@ -122,7 +143,7 @@ export async function forwardSparse(
     const L = w.layers[l]!;
     const a = s.arena;
     c.rmsnorm(a, s.x, L.ffnNorm, s.xb, cfg.dim, cfg.normEps);
-    const k = pred.predict(c, l, s, ids);
+    const k = pred.predict(c, l, s, ids, src.capacity);
     stats.predicted += k;
     const t0 = performance.now();
     const rows = await src.ensure(l, ids, k, pass);

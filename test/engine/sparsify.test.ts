@@ -161,3 +161,22 @@ test('CLI: sparsify --json, inspect shows the predictors, a foreign calibration 
   assert.equal(rk.status, 1);
   assert.match(rk.stderr, /^flashlm: rank 40: q8_0 predictors need a multiple of 32/);
 });
+
+test('sparse mode runs the stored predictors; a small matrix keeps the most likely neurons, never overflows', async () => {
+  const path = join(dir, 'sparse-run.gguf');
+  copyFileSync(model, path);
+  await sparsify(path, calib, { rank: 32, sparsity: 0.7 });
+  const prompt = [1, 398, 259, 284, 272];
+  const full = await greedyRun(path, prompt, 6, { mode: 'sparse' });
+  const z = full.model.sparse!;
+  const passes = prompt.length + 5;
+  // the predictor names a minority of the neurons (sparsity 0.7, over-read ≈ 2×), not all of them
+  assert.ok(z.stats.predicted < 0.9 * passes * o.layers * o.ffn, `predicted ${z.stats.predicted}`);
+  assert.ok(z.stats.predicted > 0.1 * passes * o.layers * o.ffn, `predicted ${z.stats.predicted}`);
+  assert.equal(z.src.stats.overflow, 0);
+  const small = await greedyRun(path, prompt, 6, { mode: 'sparse', neuronCapacity: 20, window: 1 });
+  const s = small.model.sparse!;
+  assert.ok(s.stats.predicted <= passes * o.layers * 20, `predicted ${s.stats.predicted}`);
+  assert.equal(s.src.stats.overflow, 0, 'the predictor trims to the capacity, so nothing overflows');
+  for (const m of s.src.matrices) m.check();
+});
