@@ -3,7 +3,7 @@ import { perplexity } from '../engine/eval.js';
 import { fileSize } from '../formats/fsutil.js';
 import { parseMemory } from '../memory/budget.js';
 import { Progress } from './progress.js';
-import { intFlag, parse, strFlag, UsageError } from './main.js';
+import { intFlag, optIntFlag, parse, strFlag, UsageError } from './main.js';
 
 const USAGE = `usage: flashlm eval MODEL --ppl FILE|DIR [FILE|DIR...] [--ctx 512] [--tokens N] [--mode ram|hybrid|naive|sparse]
                     [--memory 8GB|50%] [--thresholds] [--window K] [--capacity ROWS] [--threads N] [--json]
@@ -28,12 +28,11 @@ export async function cmdEval(argv: string[]): Promise<number> {
   if (files.length === 0) throw new UsageError('eval needs --ppl FILE|DIR... (text the model was not calibrated on)');
   const mode = strFlag(flags, 'mode', 'ram', ['ram', 'hybrid', 'naive', 'sparse'] as const);
   const memory = flags.memory === undefined ? undefined : parseMemory(String(flags.memory), fileSize(model));
-  const opt = (k: string, lo: number, hi: number) => (flags[k] === undefined ? undefined : intFlag(flags, k, 0, lo, hi));
   const bar = new Progress('evaluating', process.stderr, !flags.json, (n) => `${n.toFixed(n < 100 ? 1 : 0)} tokens`);
   const r = await perplexity(model, {
-    files, ctx: intFlag(flags, 'ctx', 512, 2, 1 << 20), maxTokens: opt('tokens', 1, 1 << 30),
+    files, ctx: intFlag(flags, 'ctx', 512, 2, 1 << 20), maxTokens: optIntFlag(flags, 'tokens', 1, 1 << 30),
     load: {
-      mode, memory, threads: intFlag(flags, 'threads', 2, 1, 64), window: opt('window', 0, 1 << 20), neuronCapacity: opt('capacity', 1, 1 << 24),
+      mode, memory, threads: intFlag(flags, 'threads', 2, 1, 64), window: optIntFlag(flags, 'window', 0, 1 << 20), neuronCapacity: optIntFlag(flags, 'capacity', 1, 1 << 24),
       ...(flags.thresholds ? { thresholds: 'file' as const } : {}),
     },
     onProgress: (d, t) => bar.update(d, t),

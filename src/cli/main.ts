@@ -75,6 +75,11 @@ export function parse(argv: string[], options: ParseArgsConfig['options']): { fl
   }
 }
 
+/** An integer flag that has no default (undefined when absent), checked like intFlag. */
+export function optIntFlag(flags: Flags, name: string, min = 0, max = Number.MAX_SAFE_INTEGER): number | undefined {
+  return flags[name] === undefined ? undefined : intFlag(flags, name, 0, min, max);
+}
+
 export function intFlag(flags: Flags, name: string, dflt: number, min = 0, max = Number.MAX_SAFE_INTEGER): number {
   const v = flags[name];
   if (v === undefined) return dflt;

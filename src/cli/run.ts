@@ -4,7 +4,7 @@ import { ensureDemoModel, DEMO_SYNTH } from '../engine/demo.js';
 import { fmtBytes, Progress } from './progress.js';
 import { describePlan, parseMemory } from '../memory/budget.js';
 import { fileSize } from '../formats/fsutil.js';
-import { intFlag, numFlag, parse, strFlag, UsageError, type Flags } from './main.js';
+import { intFlag, numFlag, optIntFlag, parse, strFlag, UsageError, type Flags } from './main.js';
 
 const RUN_OPTIONS = {
   prompt: { type: 'string', short: 'p' },
@@ -83,11 +83,10 @@ async function generateWith(modelPath: string, flags: Flags, promptDefault?: str
   const bar = new Progress('loading', process.stderr, !json);
   const memory = flags.memory === undefined ? undefined : parseMemory(String(flags.memory), fileSize(modelPath));
   const mode = strFlag(flags, 'mode', 'ram', ['ram', 'hybrid', 'naive', 'sparse'] as const);
-  const opt = (k: string, lo: number, hi: number) => (flags[k] === undefined ? undefined : intFlag(flags, k, 0, lo, hi));
   let promptIds: number[] | undefined;
   const model = await Model.load(modelPath, {
     threads, kvType: kv, onProgress: (d, t) => bar.update(d, t), memory, mode, verify: !flags['no-verify'],
-    window: opt('window', 0, 1 << 20), neuronCapacity: opt('capacity', 1, 1 << 24), collapseGap: opt('collapse', 0, 1 << 20),
+    window: optIntFlag(flags, 'window', 0, 1 << 20), neuronCapacity: optIntFlag(flags, 'capacity', 1, 1 << 24), collapseGap: optIntFlag(flags, 'collapse', 0, 1 << 20),
     ...(flags.thresholds ? { thresholds: 'file' as const } : {}),
     ctx: ctxFlag ?? ((cfg, tok) => {
       // tokenize once, here, where the tokenizer first exists; the run below reuses the ids

@@ -174,15 +174,17 @@ export class Model {
       // Flash-layout files keep the FFN as row-column bundles; in RAM mode they are loaded whole.
       let bundles: BundleLayout | undefined;
       let checks: RunChecks | undefined;
+      let fl: ReturnType<typeof openFlashLayout> | undefined; // parsed once: records' file offsets, permutations
       if (source.kind === 'gguf' && source.metadata.has('flashlm.layout.version')) {
         const gguf = readGGUF(path);
         // a file edited after conversion fails here (header) or as its bytes are first loaded
         if (opts.verify ?? true) checks = runChecks(gguf);
-        const fl = openFlashLayout(gguf);
+        fl = openFlashLayout(gguf);
+        const layout = fl;
         const part = (name: string) => {
-          const i = fl.parts.indexOf(name);
-          if (i < 0) throw new EngineError(`${path}: flash layout without a '${name}' part is not supported (parts: ${fl.parts.join(',')})`);
-          return fl.partOffsets[i]!;
+          const i = layout.parts.indexOf(name);
+          if (i < 0) throw new EngineError(`${path}: flash layout without a '${name}' part is not supported (parts: ${layout.parts.join(',')})`);
+          return layout.partOffsets[i]!;
         };
         bundles = { recordBytes: fl.recordBytes, type: fl.dtype, gateOff: part('gate'), upOff: part('up'), downOff: part('down') };
       }
@@ -276,7 +278,7 @@ export class Model {
           ? { arena: weights.layers[l]!.arena, off: weights.layers[l]!.slot! }
           : { arena: weights.outArena, off: weights.outSlot! });
         if (sparse) {
-          const fl = openFlashLayout(readGGUF(path));
+          const layers = fl!.layers;
           let gap = opts.collapseGap;
           if (gap === undefined) {
             const prof = tryProfile(path);
@@ -284,7 +286,7 @@ export class Model {
           }
           const window = opts.window ?? 5;
           const src = new MatrixNeuronSource(m.reader, weights.layers.map((L, l) => ({
-            arena: L.arena, matrixOff: L.matrix!, fileOffset: fl.layers[l]!.bundleOffset, perm: fl.layers[l]!.perm,
+            arena: L.arena, matrixOff: L.matrix!, fileOffset: layers[l]!.bundleOffset, perm: layers[l]!.perm,
           })), { nFF: cfg.ffnDim, recordBytes: bundles!.recordBytes, capacity, window, collapseGap: gap, maxReadBytes: m.readPlan.maxReadBytes });
           m.sparse = {
             src, pred: filePred ? new LowRankPredictor(cfg, weights, state) : new AllPredictor(cfg.ffnDim),
@@ -302,10 +304,10 @@ export class Model {
             slot: { arena: weights.embArena, off: weights.embd.off }, fileOffset: streamAll.embd.fileOffset, rowBytes: streamAll.embd.rowBytes,
           }, check);
         } else {
-          const fl = openFlashLayout(readGGUF(path));
+          const layers = fl!.layers;
           const bytes = ffnSlotBytes(cfg, bundles!);
           const records = cfg.ffnDim * bundles!.recordBytes;
-          m.ffnSource = new WholeLayerSource(m.reader, slotOf, (l) => [{ fileOffset: fl.layers[l]!.bundleOffset, bytes, slotOffset: 0 }], undefined,
+          m.ffnSource = new WholeLayerSource(m.reader, slotOf, (l) => [{ fileOffset: layers[l]!.bundleOffset, bytes, slotOffset: 0 }], undefined,
             checks && ((l, slot) => checks!.bundle(l, slot.subarray(0, records))));
         }
       }

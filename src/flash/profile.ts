@@ -9,7 +9,6 @@
 // records both. Without UV_USE_IO_URING=1 in the environment at process start, libuv's threadpool
 // (UV_THREADPOOL_SIZE, default 4) caps the reads really in flight; the profile records which.
 import * as fs from 'node:fs';
-import { createHash } from 'node:crypto';
 import { join, resolve } from 'node:path';
 import { cacheDir } from '../formats/fsutil.js';
 import { ALIGN, DirectReader, ioUringActive, type ReadFn } from './io.js';

@@ -13,7 +13,7 @@
 // tables below 16 KiB, then per-thread kernel scratch); alloc() hands out offsets ≥ 65536.
 import { Worker, MessageChannel, type MessagePort } from 'node:worker_threads';
 import {
-  GGMLType, instantiate, runShare, readError, splitRows, scratchSlotBytes, ctlBytes, type KernelExports,
+  GGMLType, instantiate, runShare, readError, scratchSlotBytes, ctlBytes, type KernelExports,
   RESERVED_BYTES, SCRATCH_BASE, W_SEQ, W_DONE, W_ERRS, W_OP, W_ARENA, W_NJOBS, W_DEAD, PARAM_BYTE, ERR_BYTE, ERR_SLOT,
   JOB_F64, MAX_JOBS, OP_MATVEC, OP_MATVECT, OP_ATTN, OP_FAIL, OP_EXIT, OP_GEMM, GEMM_P,
 } from './exec.js';

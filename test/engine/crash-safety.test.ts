@@ -7,6 +7,7 @@
 // left (removeStaleTemps: entries named after a dead pid). The last run of each command is not
 // killed: it must succeed and leave no temp file behind. Seed: $CRASH_SEED (default below).
 // Bounded: 4 kills per command (12), ~6 child runs per command.
+import { mulberry32 } from '../../src/engine/sample.js';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -30,17 +31,8 @@ const KILLS_PER_COMMAND = 4;
 // 2 layers × (4·256² + 3·256·1024) f32 ≈ 9 MB source, ~3 MB flash q8_0: writes take ~0.05–0.5 s here
 const o: SynthOptions = { layers: 2, hidden: 256, ffn: 1024, heads: 4, kvHeads: 4, vocab: 512, ctx: 128, dtype: 'f32', act: 'silu', seed: 3, format: 'gguf' };
 
-/** mulberry32: a small seeded PRNG for the kill delays (uniform in [0, 1)). */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-  };
-}
+/** Seeded PRNG for the kill delays (uniform in [0, 1)). */
+const rng = mulberry32;
 
 const sha = (p: string): string | null => (existsSync(p) ? createHash('sha256').update(readFileSync(p)).digest('hex') : null);
 const TEMP_RE = (base: string) => new RegExp(`^${base.replace(/[.]/g, '\\.')}\\.(?:tmp|flash|sparsify|old)-(\\d+)`);
