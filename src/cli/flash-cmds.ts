@@ -3,6 +3,7 @@ import { describeMismatch, verifyModel } from '../formats/checksum.js';
 import { describeFlashLayout, openFlashLayout } from '../formats/flash-layout.js';
 import { readGGUF, type GGUFFile } from '../formats/gguf.js';
 import { describePredictors } from '../formats/predictors.js';
+import { describePlacement } from '../formats/placement.js';
 import { fmtBytes, Progress } from './progress.js';
 import { parse, UsageError } from './main.js';
 
@@ -43,5 +44,5 @@ export async function cmdVerify(argv: string[]): Promise<number> {
 export function flashInspectLines(path: string | GGUFFile): string[] {
   const f = typeof path === 'string' ? readGGUF(path) : path;
   const lines = describeFlashLayout(f);
-  return lines.length ? [...lines, ...describePredictors(f)] : lines;
+  return lines.length ? [...lines, ...describePlacement(f.metadata), ...describePredictors(f)] : lines;
 }

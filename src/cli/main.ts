@@ -10,6 +10,7 @@ import { cmdCalibrate } from './calibrate-cmd.js';
 import { cmdEval } from './eval-cmd.js';
 import { cmdSparsify } from './sparsify-cmd.js';
 import { cmdServe } from './serve-cmd.js';
+import { cmdPlace } from './place-cmd.js';
 
 export class UsageError extends Error {
   constructor(message: string) {
@@ -23,7 +24,7 @@ const USER_ERRORS = new Set([
   'UsageError', 'FormatError', 'UnsupportedError', 'NotFoundError', 'ModelConfigError', 'EngineError',
   'SamplingError', 'SynthOptionsError', 'BudgetError', 'FlashIOError', 'FlashAlignmentError', 'DiskProfileError', 'TokenizerError', 'ArenaFullError', 'ConvertError', 'ChecksumError', 'CalibrationError', 'EvalError',
   'SparsifyError', 'CalibrationMismatchError', 'PredictorFormatError', 'PredictorError',
-  'OptionsError', 'ContextLengthError',
+  'OptionsError', 'ContextLengthError', 'PlacementError', 'PlacementFormatError', 'CoactivationError',
 ]);
 
 const HELP = `flashlm — run LLMs bigger than DRAM from Node.js
@@ -49,6 +50,9 @@ commands:
   sparsify MODEL --calib CALIB.gguf [--sparsity 0.6] [--rank 256] [--recall 0.97] [--pred-type q8_0|f32] [-o OUT]
                                 add per-layer activation thresholds and low-rank predictors to a
                                 flash-layout MODEL (default OUT: MODEL, replaced atomically)
+  place MODEL --calib CALIB.gguf [-o OUT] [--sparsity S]
+                                Ripple placement: co-activated FFN neurons next to each other on
+                                flash (fewer, longer reads in sparse mode)
   serve MODEL [--port 8080] [--host 127.0.0.1] [--memory X] [--mode M] [--max-queue 16] [--ctx N]
                                 OpenAI-compatible HTTP server (/v1/completions, /v1/chat/completions,
                                 /v1/models, /health, /metrics); one request at a time, the rest queue
@@ -136,6 +140,8 @@ export async function main(argv: string[]): Promise<number> {
         return await cmdSparsify(rest);
       case 'serve':
         return await cmdServe(rest);
+      case 'place':
+        return await cmdPlace(rest);
       case undefined:
       case 'help':
       case '-h':

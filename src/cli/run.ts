@@ -4,6 +4,7 @@ import { ensureDemoModel, DEMO_SYNTH } from '../engine/demo.js';
 import { fmtBytes, Progress } from './progress.js';
 import { describePlan, parseMemory } from '../memory/budget.js';
 import { fileSize } from '../formats/fsutil.js';
+import { readSummary } from '../flash/neuron-source.js';
 import { intFlag, numFlag, optIntFlag, parse, strFlag, UsageError, type Flags } from './main.js';
 
 const RUN_OPTIONS = {
@@ -26,6 +27,7 @@ const RUN_OPTIONS = {
   window: { type: 'string' },
   capacity: { type: 'string' },
   collapse: { type: 'string' },
+  admission: { type: 'string' },
   thresholds: { type: 'boolean' },
 } as const;
 
@@ -47,6 +49,7 @@ function sparseStats(model: Model): Record<string, unknown> {
     records_read_per_token: per(s.records), gap_records_per_token: per(s.gapRecords), overflow_per_token: per(s.overflow),
     capacity_rows_per_layer: z.capacity, window: z.window, collapse_gap: z.collapseGap, matrix_bytes: z.src.bytes,
     moved_bytes_per_token: Math.round(s.movedBytes / passes),
+    ...Object.fromEntries(Object.entries(readSummary(s, z.src.recordBytes, passes)).map(([k, v]) => [k, Math.round(v * 100) / 100])),
   };
 }
 
@@ -87,6 +90,7 @@ async function generateWith(modelPath: string, flags: Flags, promptDefault?: str
   const model = await Model.load(modelPath, {
     threads, kvType: kv, onProgress: (d, t) => bar.update(d, t), memory, mode, verify: !flags['no-verify'],
     window: optIntFlag(flags, 'window', 0, 1 << 20), neuronCapacity: optIntFlag(flags, 'capacity', 1, 1 << 24), collapseGap: optIntFlag(flags, 'collapse', 0, 1 << 20),
+    admission: strFlag(flags, 'admission', 'default', ['default', 'ripple'] as const),
     ...(flags.thresholds ? { thresholds: 'file' as const } : {}),
     ctx: ctxFlag ?? ((cfg, tok) => {
       // tokenize once, here, where the tokenizer first exists; the run below reuses the ids
@@ -175,7 +179,7 @@ const round = (x: number) => Math.round(x * 1000) / 1000;
 export async function cmdRun(argv: string[]): Promise<number> {
   const { flags, positionals } = parse(argv, RUN_OPTIONS);
   if (flags.help) {
-    process.stdout.write('usage: flashlm run MODEL (-p TEXT | --tokens 1,2,3) [-n N] [--temp T --top-k K --top-p P --seed S] [--ctx C] [--kv f16|f32] [--threads N] [--no-bos] [--memory 8GB|50%] [--mode ram|hybrid|naive|sparse] [--window K] [--capacity ROWS] [--collapse G] [--thresholds] [--no-verify] [--stats] [--verbose] [--json]\n');
+    process.stdout.write('usage: flashlm run MODEL (-p TEXT | --tokens 1,2,3) [-n N] [--temp T --top-k K --top-p P --seed S] [--ctx C] [--kv f16|f32] [--threads N] [--no-bos] [--memory 8GB|50%] [--mode ram|hybrid|naive|sparse] [--window K] [--capacity ROWS] [--collapse G] [--admission default|ripple] [--thresholds] [--no-verify] [--stats] [--verbose] [--json]\n');
     return 0;
   }
   if (positionals.length !== 1) throw new UsageError('run needs exactly one MODEL (a .gguf file or an HF model directory)');

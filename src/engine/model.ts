@@ -62,6 +62,8 @@ export interface LoadModelOptions {
   window?: number;
   /** sparse: access-collapse gap in records (default: from the disk profile; 0 = off). */
   collapseGap?: number;
+  /** sparse: what the neuron matrices keep between tokens ('ripple': linking-aligned, Ripple §5; default the window). */
+  admission?: 'default' | 'ripple';
   /** Flash-layout files: check the header digest at load, each resident tensor's digest as it is
    * loaded and each layer's weights the first time they are read from flash (default true). */
   verify?: boolean;
@@ -287,7 +289,7 @@ export class Model {
           const window = opts.window ?? 5;
           const src = new MatrixNeuronSource(m.reader, weights.layers.map((L, l) => ({
             arena: L.arena, matrixOff: L.matrix!, fileOffset: layers[l]!.bundleOffset, perm: layers[l]!.perm,
-          })), { nFF: cfg.ffnDim, recordBytes: bundles!.recordBytes, capacity, window, collapseGap: gap, maxReadBytes: m.readPlan.maxReadBytes });
+          })), { nFF: cfg.ffnDim, recordBytes: bundles!.recordBytes, capacity, window, collapseGap: gap, maxReadBytes: m.readPlan.maxReadBytes, admission: opts.admission });
           m.sparse = {
             src, pred: filePred ? new LowRankPredictor(cfg, weights, state) : new AllPredictor(cfg.ffnDim),
             thr: thresholds ?? new Float32Array(cfg.nLayers), plans: makeSparsePlans(cfg, weights, m.plans), ids: new Int32Array(cfg.ffnDim),

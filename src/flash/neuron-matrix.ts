@@ -91,6 +91,56 @@ export class WindowPolicy implements EvictionPolicy {
   }
 }
 
+/**
+ * Ripple's linking-aligned caching (arXiv 2410.19274 §5), as the window policy's refinement: with
+ * a co-activation placement on flash, a resident neuron in the middle of a placement-adjacent
+ * resident segment is worth more than its own reuse, because evicting it splits the segment and a
+ * later token that needs the segment again needs two reads (or a collapsed read through it)
+ * instead of none. So residency is kept aligned with the placement's links: of the neurons the
+ * window would evict, those lying strictly between two neurons that stay (used in the window) in
+ * the same maximal run of resident placement positions are spared; a segment is trimmed only at
+ * its ends, and a segment with no neuron used in the window goes whole. What is spared is bounded
+ * by the span of the neurons in use; under pressure evictLRU still frees rows by age.
+ * perm/invPerm: the layer's placement (position → id, id → position).
+ */
+export class LinkingAlignedPolicy implements EvictionPolicy {
+  readonly name: string;
+  private readonly resident: Uint8Array; // [nFF] by placement position: 0 no, 1 resident, 2 resident and used in the window
+  constructor(readonly window: number, private readonly perm: ArrayLike<number>, private readonly invPerm: ArrayLike<number>) {
+    if (!Number.isInteger(window) || window < 1) throw new RangeError(`window must be an integer ≥ 1, got ${window}`);
+    if (perm.length !== invPerm.length) throw new RangeError(`perm has ${perm.length} entries, invPerm ${invPerm.length}`);
+    this.name = `linking-aligned(${window})`;
+    this.resident = new Uint8Array(perm.length);
+  }
+  victims(m: MatrixView, token: number, out: Int32Array): number {
+    const oldest = token - this.window + 1;
+    const res = this.resident;
+    for (let r = 0; r < m.n; r++) {
+      const id = m.ids[r]!;
+      if (id >= 0) res[this.invPerm[id]!] = m.lastUsed[id]! >= oldest ? 2 : 1;
+    }
+    // one pass over placement positions: within each maximal resident segment, evict the positions
+    // before its first and after its last in-window member (all of it when it has none)
+    let k = 0;
+    const nFF = res.length;
+    for (let p = 0; p < nFF;) {
+      if (!res[p]) { p++; continue; }
+      let e = p;
+      let first = -1, last = -1;
+      while (e < nFF && res[e]) {
+        if (res[e] === 2) { if (first < 0) first = e; last = e; }
+        e++;
+      }
+      for (let q = p; q < e; q++) {
+        if (res[q] === 1 && (first < 0 || q < first || q > last)) out[k++] = this.perm[q]!;
+        res[q] = 0; // reset for the next call
+      }
+      p = e;
+    }
+    return k;
+  }
+}
+
 export interface NeuronMatrixOptions {
   /** neurons in the layer (ids are 0 … nFF−1) */
   nFF: number;

@@ -5,7 +5,7 @@
 import type { Arena } from '../kernels/index.js';
 import type { NeuronRows, NeuronSource } from '../model/sparse.js';
 import type { DirectReader } from './io.js';
-import { NeuronMatrix, NeuronMatrixFullError, WindowPolicy } from './neuron-matrix.js';
+import { LinkingAlignedPolicy, NeuronMatrix, NeuronMatrixFullError, WindowPolicy } from './neuron-matrix.js';
 import { invertPerm, planReads, readRequestsFor, rowIds } from './read-planner.js';
 
 export interface SparseLayer {
@@ -22,11 +22,15 @@ export interface NeuronSourceOptions {
   window: number; // tokens a neuron stays after its last use (paper §3.2); 0 = no reuse at all
   collapseGap: number; // records (0: no access collapse)
   maxReadBytes: number;
+  /** what the matrices keep between tokens: 'default' the window (paper §3.2), 'ripple' the window
+   * aligned with the placement's links (LinkingAlignedPolicy, Ripple §5). Default 'default'. */
+  admission?: 'default' | 'ripple';
 }
 
 export interface NeuronSourceStats {
   bytes: number; // read from flash
   reads: number; // read calls after coalescing/splitting
+  runs: number; // planned runs (one read each unless longer than maxReadBytes)
   records: number; // records read (gap records included)
   needed: number; // predicted neurons that were not resident
   hits: number; // predicted neurons already resident
@@ -39,17 +43,23 @@ export interface NeuronSourceStats {
 
 export class MatrixNeuronSource implements NeuronSource {
   readonly matrices: NeuronMatrix[];
-  readonly stats: NeuronSourceStats = { bytes: 0, reads: 0, records: 0, needed: 0, hits: 0, gapRecords: 0, overflow: 0, ioMs: 0, mmMs: 0, movedBytes: 0 };
+  readonly stats: NeuronSourceStats = { bytes: 0, reads: 0, runs: 0, records: 0, needed: 0, hits: 0, gapRecords: 0, overflow: 0, ioMs: 0, mmMs: 0, movedBytes: 0 };
   private readonly inv: Int32Array[];
   private readonly missing: Int32Array;
   private readonly rows: NeuronRows = { off: 0, n: 0 };
 
   constructor(private readonly reader: DirectReader, private readonly layers: SparseLayer[], private readonly o: NeuronSourceOptions) {
-    this.matrices = layers.map((L, l) => new NeuronMatrix(L.arena, {
-      nFF: o.nFF, recordBytes: o.recordBytes, capacity: o.capacity, off: L.matrixOff, layer: l, policy: new WindowPolicy(Math.max(1, o.window)),
-    }));
     this.inv = layers.map((L) => invertPerm(L.perm));
+    const w = Math.max(1, o.window);
+    this.matrices = layers.map((L, l) => new NeuronMatrix(L.arena, {
+      nFF: o.nFF, recordBytes: o.recordBytes, capacity: o.capacity, off: L.matrixOff, layer: l,
+      policy: o.admission === 'ripple' ? new LinkingAlignedPolicy(w, L.perm, this.inv[l]!) : new WindowPolicy(w),
+    }));
     this.missing = new Int32Array(o.nFF);
+  }
+
+  get recordBytes(): number {
+    return this.o.recordBytes;
   }
 
   get capacity(): number {
@@ -105,6 +115,7 @@ export class MatrixNeuronSource implements NeuronSource {
       m.commit();
       st.bytes += r.bytes;
       st.reads += r.reads;
+      st.runs += plan.runs.length;
       st.ioMs += r.wallMs;
       st.records += plan.records;
       st.gapRecords += plan.records - plan.needed;
@@ -117,4 +128,31 @@ export class MatrixNeuronSource implements NeuronSource {
     this.rows.n = m.n;
     return this.rows;
   }
+}
+
+/** Read figures per token for --stats and benches (Ripple's metrics). */
+export interface ReadSummary {
+  reads_per_token: number;
+  runs_per_token: number;
+  /** mean read length: records (neurons, gap records included) and bytes per read call */
+  mean_read_records: number;
+  mean_read_bytes: number;
+  /** bytes read / summed read wall time, MB/s (1e6 B/s) */
+  bandwidth_mbps: number;
+  /** bytes of the needed (predicted, missing) records / read time, MB/s: what collapse trades away */
+  effective_mbps: number;
+  io_ms_per_token: number;
+  bytes_per_token: number;
+  gap_records_per_token: number;
+}
+
+export function readSummary(s: NeuronSourceStats, recordBytes: number, tokens: number): ReadSummary {
+  const t = Math.max(1, tokens);
+  const r = Math.max(1, s.reads);
+  const mbps = (bytes: number) => (s.ioMs > 0 ? bytes / (s.ioMs * 1000) : 0);
+  return {
+    reads_per_token: s.reads / t, runs_per_token: s.runs / t, mean_read_records: s.records / r, mean_read_bytes: s.bytes / r,
+    bandwidth_mbps: mbps(s.bytes), effective_mbps: mbps((s.records - s.gapRecords) * recordBytes),
+    io_ms_per_token: s.ioMs / t, bytes_per_token: s.bytes / t, gap_records_per_token: s.gapRecords / t,
+  };
 }

@@ -46,7 +46,7 @@ const escapeRe = (s: string): string => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')
  * Cleans up after writers of `path` that were killed (SIGKILL, OOM, power loss) before they could
  * remove their temp files. The atomic writers name them after the target and their pid:
  * `${path}.tmp-<pid>` (GGUFWriter, writeSafetensors, writeHFDir's directory), `${path}.flash-<pid>`
- * (convert --layout flash), `${path}.sparsify-<pid>` (sparsify), each possibly with its own writer's
+ * (convert --layout flash), `${path}.sparsify-<pid>` (sparsify), `${path}.place-<pid>` (place), each possibly with its own writer's
  * temp file after it (`${path}.flash-<pid>.tmp-<pid>`), and `${path}.old-<pid>` (writeHFDir's previous
  * directory, moved aside during the swap). An entry is stale when none of the pids in its name is a
  * live process (processAlive); entries of live processes, ours included, are never touched (a pid
@@ -57,7 +57,7 @@ const escapeRe = (s: string): string => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')
  */
 export function removeStaleTemps(path: string): string[] {
   const dir = dirname(path);
-  const re = new RegExp(`^${escapeRe(basename(path))}\\.(tmp|flash|sparsify|old)-(\\d+)((?:\\.(?:tmp|flash|sparsify)-\\d+)*)$`);
+  const re = new RegExp(`^${escapeRe(basename(path))}\\.(tmp|flash|sparsify|place|old)-(\\d+)((?:\\.(?:tmp|flash|sparsify|place)-\\d+)*)$`);
   let names: string[];
   try {
     names = readdirSync(dir);
