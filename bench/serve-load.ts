@@ -9,9 +9,15 @@
 // the first one for the same request), lost (connection reset / timeout / no response).
 // Goal: zero malformed, inconsistent and lost.
 //
+// The server runs requests concurrently over its paged KV cache (--sequences at once). Every
+// `--disconnect-every` th request is a streamed one whose client hangs up after the first event
+// (its pages must come back). /metrics is sampled during the run (KV pages in use, sequences open)
+// and read again after the last client: pages still used or reserved then are leaked pages.
+//
 // Usage: node dist/bench/serve-load.js [--clients 32] [--requests 400] [--seconds 60] [--max-tokens 16]
-//   [--max-queue 16] [--memory 256MB] [--ctx 128] [--model PATH] [--no-retry-after]
-// Prints JSON.
+//   [--max-queue 16] [--memory 256MB] [--ctx 128] [--sequences 8] [--kv-positions budget|N]
+//   [--disconnect-every 10] [--model PATH] [--no-retry-after]
+// Prints JSON; exit code 1 on malformed / inconsistent / lost responses or leaked pages.
 import { spawn } from 'node:child_process';
 import { request } from 'node:http';
 import { fileURLToPath } from 'node:url';
@@ -34,6 +40,9 @@ const MAX_TOKENS = Number(opt('max-tokens', '16'));
 const MAX_QUEUE = opt('max-queue', '16');
 const MEMORY = opt('memory', '256MB');
 const CTX = opt('ctx', '128');
+const SEQUENCES = opt('sequences', '8');
+const KV_POSITIONS = opt('kv-positions', 'budget');
+const DISCONNECT_EVERY = Number(opt('disconnect-every', '10'));
 const RETRY_AFTER = !argv.includes('--no-retry-after');
 const BIN = fileURLToPath(new URL('../../bin/flashlm.js', import.meta.url));
 const TIMEOUT_MS = 30_000;
@@ -50,12 +59,19 @@ function tinyModel(): string {
 
 interface Reply { status: number; retryAfter: string | undefined; body: string }
 
-function post(base: string, path: string, body: unknown): Promise<Reply> {
+/** POST; `hangUp`: destroy the connection after the first body chunk (a client that goes away). */
+function post(base: string, path: string, body: unknown, hangUp = false): Promise<Reply> {
   const s = JSON.stringify(body);
   return new Promise((resolve, reject) => {
     const req = request(new URL(path, base), { method: 'POST', headers: { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(s) }, timeout: TIMEOUT_MS }, (res) => {
       const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('data', (c: Buffer) => {
+        chunks.push(c);
+        if (hangUp && res.statusCode === 200) {
+          req.destroy();
+          resolve({ status: -1, retryAfter: undefined, body: '' });
+        }
+      });
       res.on('end', () => resolve({ status: res.statusCode!, retryAfter: res.headers['retry-after'] as string | undefined, body: Buffer.concat(chunks).toString('utf8') }));
       res.on('error', reject);
     });
@@ -106,7 +122,8 @@ const pct = (xs: number[], p: number) => {
 
 async function main(): Promise<void> {
   const model = opt('model', '') || tinyModel();
-  const server = spawn(process.execPath, [BIN, 'serve', model, '--port', '0', '--max-queue', MAX_QUEUE, '--memory', MEMORY, '--ctx', CTX], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const server = spawn(process.execPath, [BIN, 'serve', model, '--port', '0', '--max-queue', MAX_QUEUE, '--memory', MEMORY, '--ctx', CTX,
+    '--sequences', SEQUENCES, '--kv-positions', KV_POSITIONS], { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   let err = '';
   server.stdout.on('data', (d) => (out += d));
@@ -121,7 +138,31 @@ async function main(): Promise<void> {
 
   const PROMPTS = ['The quick brown fox', 'def fibonacci(n):', 'Once upon a time', 'hello world'];
   const first = new Map<string, string>(); // request key → first answer text
-  const counts = { ok: 0, rejected_429: 0, malformed: 0, inconsistent: 0, lost: 0 };
+  const counts = { ok: 0, rejected_429: 0, malformed: 0, inconsistent: 0, lost: 0, disconnected_on_purpose: 0 };
+  const getMetrics = () => new Promise<string>((resolve, reject) => {
+    request(new URL('/metrics', base), (res) => {
+      let s = '';
+      res.on('data', (d) => (s += d));
+      res.on('end', () => resolve(s));
+    }).on('error', reject).end();
+  });
+  const metricOf = (text: string, name: string) => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1] ?? NaN);
+  // sample the KV pool while the clients run
+  const seen = { maxPagesUsed: 0, maxSequences: 0, samples: 0 };
+  let sampling = true;
+  const sampler = (async () => {
+    while (sampling) {
+      try {
+        const m = await getMetrics();
+        seen.maxPagesUsed = Math.max(seen.maxPagesUsed, metricOf(m, 'flashlm_kv_pages_used') || 0);
+        seen.maxSequences = Math.max(seen.maxSequences, metricOf(m, 'flashlm_kv_sequences') || 0);
+        seen.samples++;
+      } catch {
+        // the server is busy; try again
+      }
+      await sleep(100);
+    }
+  })();
   const examples: string[] = [];
   const latOk: number[] = [];
   let tokens = 0;
@@ -140,9 +181,14 @@ async function main(): Promise<void> {
         ? { messages: [{ role: 'user', content: prompt }], max_tokens: MAX_TOKENS, temperature: 0, stream, stream_options: { include_usage: true } }
         : { prompt, max_tokens: MAX_TOKENS, temperature: 0, stream, stream_options: { include_usage: true } };
       const t = performance.now();
+      const hangUp = stream && DISCONNECT_EVERY > 0 && i % DISCONNECT_EVERY === DISCONNECT_EVERY - 1;
       let r: Reply;
       try {
-        r = await post(base, kind === 'chat' ? '/v1/chat/completions' : '/v1/completions', body);
+        r = await post(base, kind === 'chat' ? '/v1/chat/completions' : '/v1/completions', body, hangUp);
+        if (r.status === -1) {
+          counts.disconnected_on_purpose++;
+          continue;
+        }
       } catch (e) {
         counts.lost++;
         if (examples.length < 5) examples.push(`lost: ${(e as Error).message}`);
@@ -179,14 +225,22 @@ async function main(): Promise<void> {
 
   await Promise.all(Array.from({ length: CLIENTS }, (_, c) => client(c)));
   const wall = (performance.now() - start) / 1000;
-  const metrics = await new Promise<string>((resolve, reject) => {
-    request(new URL('/metrics', base), (res) => {
-      let s = '';
-      res.on('data', (d) => (s += d));
-      res.on('end', () => resolve(s));
-    }).on('error', reject).end();
-  });
-  const metric = (name: string) => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(metrics)?.[1] ?? NaN);
+  sampling = false;
+  await sampler;
+  // every client is done: the pool must be back to empty (a cancelled request may take a moment to
+  // notice its closed socket: wait up to 5 s for open sequences to reach 0)
+  let metrics = await getMetrics();
+  for (let i = 0; i < 50 && metricOf(metrics, 'flashlm_kv_sequences') > 0; i++) {
+    await sleep(100);
+    metrics = await getMetrics();
+  }
+  const metric = (name: string) => metricOf(metrics, name);
+  const kvAfter = {
+    total: metric('flashlm_kv_pages_total'), page_size: metric('flashlm_kv_page_size_tokens'), slots: metric('flashlm_kv_sequence_slots'),
+    used_after: metric('flashlm_kv_pages_used'), reserved_after: metric('flashlm_kv_pages_reserved'), free_after: metric('flashlm_kv_pages_free'),
+    sequences_after: metric('flashlm_kv_sequences'), max_used_seen: seen.maxPagesUsed, max_sequences_seen: seen.maxSequences, samples: seen.samples,
+  };
+  const leaked = kvAfter.used_after + kvAfter.reserved_after;
   const served = [...metrics.matchAll(/^flashlm_requests_total\{endpoint="\/v1\/(?:chat\/)?completions",status="(\d+)"\} (\d+)$/gm)]
     .reduce<Record<string, number>>((a, m) => ((a[m[1]!] = (a[m[1]!] ?? 0) + Number(m[2])), a), {});
   server.kill('SIGTERM');
@@ -195,10 +249,12 @@ async function main(): Promise<void> {
   const budget = parseMemory(MEMORY);
   const serverTokens = metric('flashlm_tokens_generated_total');
   process.stdout.write(`${JSON.stringify({
-    model, clients: CLIENTS, requests_issued: issued, max_tokens: MAX_TOKENS, max_queue: Number(MAX_QUEUE), honours_retry_after: RETRY_AFTER,
+    model, clients: CLIENTS, requests_issued: issued, max_tokens: MAX_TOKENS, max_queue: Number(MAX_QUEUE), honours_retry_after: RETRY_AFTER, sequences: Number(SEQUENCES), kv_positions: KV_POSITIONS, ctx: Number(CTX), disconnect_every: DISCONNECT_EVERY,
     wall_seconds: Math.round(wall * 100) / 100,
     ok: counts.ok,
     errors: { rejected_429: counts.rejected_429, malformed: counts.malformed, inconsistent: counts.inconsistent, lost: counts.lost },
+    disconnected_on_purpose: counts.disconnected_on_purpose,
+    kv_pages: { ...kvAfter, leaked, no_leak: leaked === 0 && kvAfter.sequences_after === 0 && kvAfter.free_after === kvAfter.total },
     examples,
     throughput_tokens_per_s: Math.round((serverTokens / wall) * 10) / 10,
     ok_requests_per_s: Math.round((counts.ok / wall) * 10) / 10,
@@ -209,7 +265,7 @@ async function main(): Promise<void> {
       peak_rss_within_budget: peak <= budget, exit_code: code,
     },
   }, null, 1)}\n`);
-  if (counts.malformed + counts.inconsistent + counts.lost > 0 || code !== 0) process.exitCode = 1;
+  if (counts.malformed + counts.inconsistent + counts.lost > 0 || code !== 0 || !(leaked === 0 && kvAfter.sequences_after === 0)) process.exitCode = 1;
 }
 
 main().catch((e: unknown) => {

@@ -5,11 +5,15 @@
 //   await lm.close();
 //
 // A thin, typed layer over engine/Model: options checked up front (typed errors), text pieces that are
-// UTF-8 safe across tokens, end-of-generation tokens (eos, eot, ...) ending a generation, one
-// generation at a time (the engine has one KV cache), and close() that waits for a step in flight.
+// UTF-8 safe across tokens, end-of-generation tokens (eos, eot, ...) ending a generation, several
+// generations at once (each its own sequence in the paged KV cache: its own page table and pages,
+// taken as it grows and returned when it ends; a generation that finds the pool full waits for room,
+// or fails with KVBudgetError when asked to), and close() that waits for a step in flight.
 import { basename, join } from 'node:path';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { Model, type LoadModelOptions } from './engine/model.js';
+import { KVWaitCancelledError, Sequence } from './engine/kv.js';
+import { KVBudgetError, type PageStats } from './memory/pages.js';
 import { Sampler } from './engine/sample.js';
 import { BudgetError, parseMemory } from './memory/budget.js';
 import { fileSize } from './formats/fsutil.js';
@@ -25,6 +29,9 @@ export { ChecksumError } from './formats/checksum.js';
 export { ModelConfigError } from './model/llama.js';
 export { FlashIOError, FlashAlignmentError } from './flash/io.js';
 export { ArenaFullError } from './kernels/index.js';
+export { KVBudgetError, type PageStats } from './memory/pages.js';
+export { PoolFullError } from './memory/pool.js';
+export { KVWaitCancelledError } from './engine/kv.js';
 export { startServer, type ServerOptions, type RunningServer } from './server/server.js';
 export { validateCompletionRequest, validateChatRequest, type CompletionRequest, type ChatRequest } from './server/validate.js';
 export { RequestError, QueueFullError } from './server/errors.js';
@@ -38,10 +45,10 @@ export class OptionsError extends Error {
   }
 }
 
-/** generate() was iterated while another generation of the same model is running. */
+/** Kept for compatibility: generations no longer exclude each other (each has its own KV pages). */
 export class ModelBusyError extends Error {
   constructor() {
-    super('the model is generating already: one generation at a time (one KV cache); finish or break out of the other loop first');
+    super('the model is busy');
     this.name = 'ModelBusyError';
   }
 }
@@ -76,6 +83,13 @@ export interface LoadOptions {
   /** KV positions reserved (prompt + generated tokens of one request); default min(model's, 4096). */
   ctx?: number;
   kv?: 'f16' | 'f32';
+  /** Generations that may run at once (KV page tables; default 4). */
+  sequences?: number;
+  /** Positions in the KV page pool that the generations share: a number (at least ctx), or
+   * 'budget' (what `memory` leaves, up to sequences × ctx). Default: ctx (one full-length generation). */
+  kvPositions?: number | 'budget';
+  /** Positions per KV page (default 16). */
+  kvPageSize?: number;
   /** flash-layout files: check SHA-256 digests as data arrives (default true). */
   verify?: boolean;
   /** Jinja chat template overriding the model's (GGUF tokenizer.chat_template / HF tokenizer_config.json). */
@@ -97,6 +111,11 @@ export interface GenerateOptions {
   /** End at an end-of-generation token (eos, eot, ...; default true). The token is not yielded. */
   stopOnEog?: boolean;
   signal?: AbortSignal;
+  /** When the KV pool cannot hold prompt + maxTokens now: 'wait' (default) until other generations
+   * return pages, or 'error' (KVBudgetError at the first iteration). */
+  onKVFull?: 'wait' | 'error';
+  /** A sequence from tryOpenSequence() to run in (a server's admission control); closed at the end. */
+  sequence?: { close(): void };
 }
 
 export interface TokenPiece {
@@ -151,9 +170,8 @@ export class LanguageModel {
   /** Spellings of the BOS / EOS tokens, as chat templates expect them ('' when there is none). */
   readonly bosToken: string;
   readonly eosToken: string;
-  private active = false;
+  private running = 0;
   private closed = false;
-  private inFlight: Promise<unknown> | undefined;
 
   /** @internal use loadModel() */
   constructor(readonly engine: Model, readonly budget: number | undefined, chatTemplate: string | undefined) {
@@ -182,12 +200,35 @@ export class LanguageModel {
   }
 
   get busy(): boolean {
-    return this.active;
+    return this.running > 0;
   }
 
-  /** KV positions: in use by the running generation (0 when idle) and reserved at load. */
+  /** Generations running now. */
+  get generations(): number {
+    return this.running;
+  }
+
+  /** KV positions: in use by running generations (their pages × page size) and per generation (ctx). */
   kv(): { used: number; reserved: number } {
-    return { used: this.active ? this.engine.position : 0, reserved: this.engine.ctx };
+    const s = this.engine.kv.stats();
+    return { used: s.used * s.pageSize, reserved: this.engine.ctx };
+  }
+
+  /** The paged KV pool: pages used / reserved / free, sequences open and waiting. */
+  kvPages(): PageStats & { slots: number; waiting: number } {
+    return this.engine.kv.stats();
+  }
+
+  /** A sequence of up to `positions` for generate({ sequence }), if the KV pool has room now
+   * (undefined otherwise). For a server's admission control: nothing waits. */
+  tryOpenSequence(positions: number): Sequence | undefined {
+    if (this.closed) throw new ModelClosedError();
+    return this.engine.kv.tryOpen(positions);
+  }
+
+  /** Calls f whenever KV pages or page tables come back; returns the unsubscribe function. */
+  onKVRelease(f: () => void): () => void {
+    return this.engine.kv.onRelease(f);
   }
 
   /** Bytes read from flash since load (0 in RAM mode). */
@@ -235,6 +276,10 @@ export class LanguageModel {
     const maxTokens = intOpt('maxTokens', o.maxTokens, 0) ?? room;
     if (maxTokens > room) throw new ContextLengthError(`prompt (${ids.length} tokens) + maxTokens ${maxTokens} exceed the context of ${this.ctx} positions`);
     if (o.seed !== undefined && !Number.isSafeInteger(o.seed)) throw new OptionsError(`seed must be an integer, got ${String(o.seed)}`);
+    if (o.sequence !== undefined) {
+      if (!(o.sequence instanceof Sequence) || o.sequence.isClosed) throw new OptionsError('sequence must be an open sequence from tryOpenSequence()');
+      if (o.sequence.maxPositions < ids.length + maxTokens) throw new ContextLengthError(`the sequence holds ${o.sequence.maxPositions} positions; prompt (${ids.length}) + maxTokens ${maxTokens} need more`);
+    }
     new Sampler(1, o); // throws SamplingError for bad temperature / topK / topP
     const st: { finish: FinishReason | undefined } = { finish: undefined };
     const it = this.run(ids, maxTokens, o, st);
@@ -244,27 +289,40 @@ export class LanguageModel {
     }) as AsyncGenerator<TokenPiece> & Generation;
   }
 
-  private track<T>(p: Promise<T>): Promise<T> {
-    this.inFlight = p;
-    return p;
-  }
-
   private async *run(ids: number[], maxTokens: number, o: GenerateOptions, st: { finish: FinishReason | undefined }): AsyncGenerator<TokenPiece> {
-    if (this.closed) throw new ModelClosedError();
-    if (this.active) throw new ModelBusyError();
-    this.active = true;
     const signal = o.signal;
-    this.engine.reset();
+    let seq = o.sequence as Sequence | undefined; // checked in generate()
+    try {
+      if (this.closed) throw new ModelClosedError();
+      if (!seq) {
+        const need = ids.length + maxTokens;
+        if (o.onKVFull === 'error') {
+          seq = this.engine.kv.tryOpen(need);
+          if (!seq) {
+            const k = this.engine.kv.stats();
+            throw new KVBudgetError(`KV budget full: ${need} positions need ${Math.ceil(need / k.pageSize)} pages, ${k.free} of ${k.pages} free, ${k.sequences} of ${k.slots} sequences open`, Math.ceil(need / k.pageSize), k.free);
+          }
+        } else seq = await this.engine.openSequence(need, signal);
+      }
+    } catch (e) {
+      seq?.close();
+      if (e instanceof KVWaitCancelledError) {
+        st.finish = 'abort';
+        return;
+      }
+      throw e;
+    }
+    this.running++;
     const inner = this.engine.generate(ids, {
       maxTokens, temperature: o.temperature, topK: o.topK, topP: o.topP, seed: o.seed, signal, stopOnEos: false,
-    });
+    }, seq);
     const utf = new Utf8Pieces();
     let held: TokenPiece[] = []; // tokens whose character is not complete yet
     let n = 0;
     try {
       while (!signal?.aborted) {
         if (this.closed) throw new ModelClosedError();
-        const r = await this.track(inner.next());
+        const r = await inner.next();
         if (r.done) break;
         if ((o.stopOnEog ?? true) && this.isEog(r.value.id)) {
           st.finish = 'stop';
@@ -287,8 +345,8 @@ export class LanguageModel {
       }
     } finally {
       await inner.return(undefined);
-      this.active = false;
-      this.inFlight = undefined;
+      seq.close(); // pages, reservation and page table back to the pool at once
+      this.running--;
     }
   }
 
@@ -297,11 +355,7 @@ export class LanguageModel {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    try {
-      await this.inFlight;
-    } catch {
-      // the generation's own consumer sees its error
-    }
+    await this.engine.idle(); // a step in flight finishes; the generations then see ModelClosedError
     await this.engine.close();
   }
 }
@@ -321,6 +375,8 @@ export async function loadModel(path: string, opts: LoadOptions = {}): Promise<L
   const lo: LoadModelOptions = {
     memory, mode: opts.mode ?? 'ram', threads: intOpt('threads', opts.threads, 1, 64), ctx: intOpt('ctx', opts.ctx, 1, 1 << 22),
     window: intOpt('window', opts.window, 0, 1 << 20), kvType: opts.kv, verify: opts.verify, onProgress: opts.onProgress,
+    sequences: intOpt('sequences', opts.sequences, 1, 4096), kvPageSize: intOpt('kvPageSize', opts.kvPageSize, 1, 4096),
+    kvPositions: opts.kvPositions === 'budget' ? 'budget' : intOpt('kvPositions', opts.kvPositions, 1, 1 << 30),
   };
   const engine = await Model.load(path, lo);
   return new LanguageModel(engine, memory, opts.chatTemplate);

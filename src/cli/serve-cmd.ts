@@ -17,9 +17,12 @@ const SERVE_OPTIONS = {
   kv: { type: 'string' },
   window: { type: 'string' },
   'no-verify': { type: 'boolean' },
+  sequences: { type: 'string' },
+  'kv-positions': { type: 'string' },
+  'kv-page-size': { type: 'string' },
 } as const;
 
-const USAGE = 'usage: flashlm serve MODEL [--port 8080] [--host 127.0.0.1] [--memory 8GB|50%] [--mode ram|hybrid|naive|sparse] [--max-queue 16] [--ctx N] [--threads N] [--kv f16|f32] [--window K] [--no-verify] [--verbose]\n';
+const USAGE = 'usage: flashlm serve MODEL [--port 8080] [--host 127.0.0.1] [--memory 8GB|50%] [--mode ram|hybrid|naive|sparse] [--max-queue 16] [--ctx N] [--threads N] [--kv f16|f32] [--window K] [--sequences 8] [--kv-positions N|budget] [--kv-page-size 16] [--no-verify] [--verbose]\n';
 
 export async function cmdServe(argv: string[]): Promise<number> {
   const { flags, positionals } = parse(argv, SERVE_OPTIONS);
@@ -34,9 +37,13 @@ export async function cmdServe(argv: string[]): Promise<number> {
   const mode = strFlag(flags, 'mode', 'ram', ['ram', 'hybrid', 'naive', 'sparse'] as const);
   const kv = strFlag(flags, 'kv', 'f16', ['f16', 'f32'] as const);
   const opt = (k: string, lo: number, hi: number) => (flags[k] === undefined ? undefined : intFlag(flags, k, 0, lo, hi));
+  // requests run at once up to --sequences, sharing a KV page pool: --kv-positions in all (default:
+  // what --memory leaves after the weights, up to sequences × ctx; without --memory, sequences × ctx)
+  const kvPositions = flags['kv-positions'] === undefined || flags['kv-positions'] === 'budget' ? 'budget' as const : intFlag(flags, 'kv-positions', 0, 1, 1 << 30);
   const lm = await loadModel(positionals[0]!, {
     memory: flags.memory === undefined ? undefined : String(flags.memory), mode, kv, verify: !flags['no-verify'],
     ctx: opt('ctx', 1, 1 << 22), threads: opt('threads', 1, 64), window: opt('window', 0, 1 << 20),
+    sequences: intFlag(flags, 'sequences', 8, 1, 4096), kvPositions, kvPageSize: opt('kv-page-size', 1, 4096),
   });
   for (const w of lm.warnings) process.stderr.write(`flashlm: warning: ${w}\n`);
   if (lm.engine.plan && flags.verbose) process.stderr.write(`${describePlan(lm.engine.plan)}\n`);
@@ -52,7 +59,8 @@ export async function cmdServe(argv: string[]): Promise<number> {
     throw e;
   }
   for (const w of srv.warnings) process.stderr.write(`flashlm: warning: ${w}\n`);
-  process.stderr.write(`flashlm: ${lm.name}: ${mode} mode, ${lm.ctx} KV positions, chat template: ${srv.chatTemplate}, queue ≤ ${maxQueue}\n`);
+  const k = lm.kvPages();
+  process.stderr.write(`flashlm: ${lm.name}: ${mode} mode, ${lm.ctx} KV positions per request, KV pool ${k.pages} pages × ${k.pageSize} positions shared by up to ${k.slots} requests at once, chat template: ${srv.chatTemplate}, queue ≤ ${maxQueue}\n`);
   process.stdout.write(`listening on ${srv.url}\n`);
   const running = srv;
   await new Promise<void>((resolve) => {

@@ -33,7 +33,8 @@ export interface KernelExports {
   add(x: number, y: number, n: number): void;
   softmax(x: number, n: number): void;
   attention(q: number, k: number, v: number, out: number, kvF16: number, nHeads: number, nKvHeads: number,
-    headDim: number, nPos: number, kvStride: number, scratch: number, qbuf: number, qbufBytes: number, h0: number, h1: number): void;
+    headDim: number, nPos: number, kvStride: number, scratch: number, qbuf: number, qbufBytes: number, h0: number, h1: number,
+    ptab: number, pageSize: number): void;
   /** C[m0:m1, n0:n1] = alpha·op(A)·op(B) + beta·C (see wasm/gemm.ts) */
   gemm_f32(a: number, lda: number, transA: number, b: number, ldb: number, transB: number, c: number, ldc: number,
     m0: number, m1: number, n0: number, n1: number, k: number, alpha: number, beta: number, work: number,
@@ -176,7 +177,7 @@ export function runShare(ctl: Int32Array, params: Float64Array, k: KernelExports
     const [h0, h1] = splitHeads(nHeads, t, T);
     if (h0 >= h1) return;
     const slot = scratchSlotBytes(T);
-    k.attention(p[0], p[1], p[2], p[3], p[4], nHeads, p[6], p[7], p[8], p[9], p[10], SCRATCH_BASE + t * slot, slot, h0, h1);
+    k.attention(p[0], p[1], p[2], p[3], p[4], nHeads, p[6], p[7], p[8], p[9], p[10], SCRATCH_BASE + t * slot, slot, h0, h1, p[11], p[12]);
   } else if (op === OP_GEMM) {
     const p = params, G = GEMM_P;
     const [m0, m1, n0, n1] = splitGemm(p[G.m], p[G.n], t, T);

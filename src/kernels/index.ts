@@ -92,6 +92,11 @@ export interface MatvecTParams { type: number; w: number; rows: number; cols: nu
 export interface AttentionParams {
   q: number; k: number; v: number; out: number; kvType: number; nHeads: number; nKvHeads: number;
   headDim: number; nPos: number; kvStride: number; scratch: number;
+  /** Paged KV cache: arena offset of an i32 page table [ceil(nPos / pageSize)] of page ids; k and v
+   *  are then the bases of page regions, page id p at base + p·pageSize·kvStride·es. 0 or absent:
+   *  contiguous cache (position t at base + t·kvStride·es). Same numerics either way. */
+  pageTable?: number;
+  pageSize?: number; // positions per page (paged only)
 }
 /**
  * C = alpha·op(A)·op(B) + beta·C, all f32 row-major in the arena (byte offsets). op(A) is
@@ -148,7 +153,8 @@ function warmUp(module: WebAssembly.Module): void {
     k.add(Y, X, 64);
     k.softmax(Y, 64);
     k.store_f16(X, S, 64);
-    k.attention(X, W, W, Y, i & 1, 2, 1, 16, 4, 16, S, SCRATCH_BASE, 4096, 0, 2);
+    k.attention(X, W, W, Y, i & 1, 2, 1, 16, 4, 16, S, SCRATCH_BASE, 4096, 0, 2, 0, 0);
+    k.attention(X, W, W, Y, i & 1, 2, 1, 16, 4, 16, S, SCRATCH_BASE, 4096, 0, 2, B + 49152, 2); // paged: zero table
     k.rope(Y, 2, 16, i, 10000, 16, SCRATCH_BASE);
     k.gemm_f32(X, 9, i & 1, W, 9, (i >> 1) & 1, Y, 9, 0, 9, 0, 9, 9, 1, i & 1, S, 8, 8, 8);
   }
@@ -162,6 +168,7 @@ export class Compute {
   private arenas = 0;
   private closed = false;
   private readonly gemmWork = new WeakMap<Arena, number>();
+  private readonly i32Views = new WeakMap<Arena, Int32Array>(); // whole-arena views: page tables are checked without allocating
 
   private constructor(
     private readonly module: WebAssembly.Module,
@@ -481,12 +488,32 @@ export class Compute {
     const es = p.kvType === GGMLType.F16 ? 2 : 4;
     this.check(a, p.q, nHeads * headDim * 4, 'attention q');
     this.check(a, p.out, nHeads * headDim * 4, 'attention out');
-    this.check(a, p.k, ((nPos - 1) * kvStride + nKvHeads * headDim) * es, 'attention k');
-    this.check(a, p.v, ((nPos - 1) * kvStride + nKvHeads * headDim) * es, 'attention v');
+    const ptab = p.pageTable ?? 0;
+    const ps = ptab ? p.pageSize ?? 0 : 0;
+    if (ptab) {
+      // every page the kernel will touch must lie inside the arena, for k and v
+      if (!Number.isInteger(ps) || ps < 1) throw new RangeError(`attention: pageSize ${ps} must be an integer ≥ 1`);
+      if (ptab % 4) throw new RangeError(`attention: page table offset ${ptab} is not 4-byte aligned`);
+      const nPages = Math.ceil(nPos / ps);
+      this.check(a, ptab, nPages * 4, 'attention page table');
+      let view = this.i32Views.get(a);
+      if (!view) this.i32Views.set(a, (view = new Int32Array(a.memory.buffer)));
+      const pageBytes = ps * kvStride * es;
+      for (let i = 0; i < nPages; i++) {
+        const id = view[ptab / 4 + i]!;
+        const used = i + 1 < nPages ? pageBytes : ((nPos - 1 - i * ps) * kvStride + nKvHeads * headDim) * es;
+        if (id < 0) throw new RangeError(`attention: page table entry ${i} is ${id}`);
+        this.check(a, p.k + id * pageBytes, used, 'attention k page');
+        this.check(a, p.v + id * pageBytes, used, 'attention v page');
+      }
+    } else {
+      this.check(a, p.k, ((nPos - 1) * kvStride + nKvHeads * headDim) * es, 'attention k');
+      this.check(a, p.v, ((nPos - 1) * kvStride + nKvHeads * headDim) * es, 'attention v');
+    }
     this.check(a, p.scratch, nHeads * nPos * 4, 'attention scratch');
     const P = this.params;
     P[0] = p.q; P[1] = p.k; P[2] = p.v; P[3] = p.out; P[4] = es === 2 ? 1 : 0; P[5] = nHeads; P[6] = nKvHeads;
-    P[7] = headDim; P[8] = nPos; P[9] = kvStride; P[10] = p.scratch;
+    P[7] = headDim; P[8] = nPos; P[9] = kvStride; P[10] = p.scratch; P[11] = ptab; P[12] = ps;
     const kvBytes = 2 * nPos * nKvHeads * headDim * es;
     if (this.threads === 1 || nHeads === 1 || kvBytes < this.minParallelBytes) {
       this.ctl[W_OP] = OP_ATTN;

@@ -34,6 +34,12 @@ export interface LoadOptions {
   /** Sparse mode: bundles stay on flash; each layer gets a DRAM neuron matrix region of `capacity`
    * records in its arena, and (predictors) its blk.N.pred_a / pred_b / pred_thr tensors. */
   sparse?: { capacity: number; predictors: boolean };
+  /** Paged KV pool beside each layer (see makeCache): positions in all pages (default ctx), page
+   * size (default KV_PAGE_SIZE) and page tables per arena (sequences at once, default 1). */
+  kv?: { positions: number; pageSize: number; slots: number };
+  /** Activation bytes per arena (default stateBytes(): every buffer on its own; the engine passes
+   * its liveness plan's peak). */
+  actBytes?: number;
 }
 
 /** One O_DIRECT read of a streamed layer: file bytes [fileOffset, +bytes) land at slot + slotOffset. */
@@ -136,9 +142,13 @@ export function stateBytes(cfg: LlamaConfig, ctx: number, withLogits: boolean): 
     f32(cfg.nHeads * ctx) + (withLogits ? f32(cfg.vocabSize) : 0) + 4 * ALIGN;
 }
 
-export function kvBytesPerLayer(cfg: LlamaConfig, ctx: number, kvType: number): number {
+/** Positions per KV page (vLLM's default block size). */
+export const KV_PAGE_SIZE = 16;
+
+/** Bytes of one layer's K and V pages holding `positions` (rounded up to whole pages). */
+export function kvBytesPerLayer(cfg: LlamaConfig, positions: number, kvType: number, pageSize = KV_PAGE_SIZE): number {
   const el = kvType === TensorType.F32 ? 4 : 2;
-  return 2 * align(ctx * cfg.nKvHeads * cfg.headDim * el);
+  return 2 * align(Math.ceil(positions / pageSize) * pageSize * cfg.nKvHeads * cfg.headDim * el);
 }
 
 function expectTensor(byName: Map<string, TensorDesc>, name: string, dims: number[]): TensorDesc {
@@ -196,7 +206,8 @@ export function loadWeights(
     }
   }
   const maxArena = opts.maxArenaBytes ?? 4 * 1024 ** 3 - 65536;
-  const kvLayer = kvBytesPerLayer(cfg, opts.ctx, opts.kvType);
+  const kv = opts.kv ?? { positions: opts.ctx, pageSize: KV_PAGE_SIZE, slots: 1 };
+  const kvLayer = kvBytesPerLayer(cfg, kv.positions, opts.kvType, kv.pageSize);
   const all = opts.streamAll;
   const sp = B ? opts.sparse : undefined;
   const stream = !!(B && (opts.streamFFN || sp));
@@ -204,7 +215,8 @@ export function loadWeights(
   // its FFN records (hybrid)
   const slot = all ? all.slotBytes : B && opts.streamFFN ? ffnSlotBytes(cfg, B) : 0;
   const matrixBytes = sp ? sp.capacity * B!.recordBytes + PAGE : 0;
-  const scratch = stateBytes(cfg, opts.ctx, true) + 65536 + (slot ? 2 * (slot + PAGE) : 0); // + kernel-reserved first 64 KiB
+  const tables = align(kv.slots * Math.ceil(opts.ctx / kv.pageSize) * 4); // page tables (makeCache)
+  const scratch = (opts.actBytes ?? stateBytes(cfg, opts.ctx, true)) + tables + 65536 + (slot ? 2 * (slot + PAGE) : 0); // + kernel-reserved first 64 KiB
   // streamed tensors are not loaded: a layer costs its resident part and KV
   const layerBytes = layerT.map((ts) => (all ? 0 : ts.reduce((s, t) => s + (stream && t.type === GGML_I8 ? 0 : align(matBytes(t))), 0)) + kvLayer + matrixBytes);
   const embBytes = all ? all.embd.slotBytes + PAGE : align(matBytes(embd));

@@ -5,6 +5,7 @@
 import type { GGUFKV } from '../formats/gguf.js';
 import { rowBytes, TensorType } from '../formats/ggml-types.js';
 import type { Arena, Compute, MatvecJob } from '../kernels/index.js';
+import type { KVCache, KVPool } from './llama-kv.js';
 
 export class ModelConfigError extends Error {
   constructor(message: string) {
@@ -164,6 +165,59 @@ export * from './llama-load.js';
 
 const ALIGN = 64; // bytes: activation buffers (v128 loads and cache lines)
 
+/** Names of the activation buffers (see ArenaState). */
+export type ActName = 'x' | 'xb' | 'tmp' | 'xq' | 'q' | 'att' | 'k' | 'v' | 'hb' | 'hb2' | 'scores' | 'logits';
+
+/** The steps of one layer (then the output layer) that activation lifetimes refer to. */
+export const ACT_STEPS = ['attn_norm', 'qkv', 'rope+store', 'attention', 'wo', 'attn_add', 'ffn_norm', 'predictor', 'gate_up', 'act', 'down', 'ffn_add', 'out_norm', 'out_proj'] as const;
+
+/** One activation buffer: bytes, and the ACT_STEPS indices it is live in (inclusive ranges). */
+export interface ActBuffer { name: ActName; bytes: number; live: [number, number][] }
+
+/** Where each buffer sits (byte offsets from the arena's activation block) and the block's size. */
+export interface ActLayout { offsets: Record<ActName, number>; bytes: number }
+
+/**
+ * The activation buffers of one arena and their lifetimes over a layer's steps (ACT_STEPS), for a
+ * liveness plan: buffers never live at the same step may share memory. Written from the code
+ * below: attentionBlock (steps 0–5), ffnBlock / forwardSparse (6–11, the sparse predictor writes
+ * att and hb2 at step 7 while xb must survive until gate_up), output (12–13). The calibration probe
+ * reads xb, hb and hb2 at gate_up. x (residual) and logits (read by the caller after forward
+ * returns) are live throughout. A layer ends (ffn_add) before the next one starts, so lifetimes
+ * never wrap across layers.
+ */
+export function activationBuffers(cfg: LlamaConfig, ctx: number, withLogits: boolean): ActBuffer[] {
+  const qDim = cfg.nHeads * cfg.headDim;
+  const kvDim = cfg.nKvHeads * cfg.headDim;
+  const wide = Math.max(cfg.dim, cfg.ffnDim, qDim);
+  const all: [number, number][] = [[0, ACT_STEPS.length - 1]];
+  return [
+    { name: 'x', bytes: 4 * cfg.dim, live: all },
+    { name: 'xb', bytes: 4 * cfg.dim, live: [[0, 1], [6, 8], [12, 13]] },
+    { name: 'xq', bytes: 4 * wide + 4 * ALIGN, live: [[1, 1], [4, 4], [7, 8], [10, 10], [13, 13]] },
+    { name: 'q', bytes: 4 * qDim, live: [[1, 3]] },
+    { name: 'k', bytes: 4 * kvDim, live: [[1, 2]] },
+    { name: 'v', bytes: 4 * kvDim, live: [[1, 2]] },
+    { name: 'scores', bytes: 4 * cfg.nHeads * ctx, live: [[3, 3]] },
+    { name: 'att', bytes: 4 * qDim, live: [[3, 4], [7, 7]] },
+    { name: 'tmp', bytes: 4 * cfg.dim, live: [[4, 5], [10, 11]] },
+    { name: 'hb', bytes: 4 * cfg.ffnDim, live: [[8, 10]] },
+    { name: 'hb2', bytes: 4 * cfg.ffnDim, live: [[7, 9]] },
+    { name: 'logits', bytes: withLogits ? 4 * cfg.vocabSize : 0, live: all },
+  ];
+}
+
+/** Every buffer on its own, in ActBuffer order (the layout without reuse). */
+export function sequentialLayout(bufs: ActBuffer[]): ActLayout {
+  const offsets = {} as Record<ActName, number>;
+  let off = 0;
+  for (const b of bufs) {
+    offsets[b.name] = off;
+    off += Math.ceil(b.bytes / ALIGN) * ALIGN;
+  }
+  return { offsets, bytes: off };
+}
+
 /** Activation buffers of one arena (byte offsets). Shapes in elements, all f32 unless noted. */
 export interface ArenaState {
   arena: Arena;
@@ -188,20 +242,24 @@ export interface RunState {
   logits: Float32Array; // view on the output arena's logits [vocab]
 }
 
-export function makeState(cfg: LlamaConfig, w: LlamaWeights, ctx: number): RunState {
+/**
+ * Allocates each arena's activation buffers as one block laid out by `layout` (default: every buffer
+ * on its own; the engine passes a liveness plan from memory/ that overlaps buffers whose lifetimes
+ * do not intersect, see activationBuffers). Allocated once: forward() allocates nothing per token.
+ */
+export function makeState(cfg: LlamaConfig, w: LlamaWeights, ctx: number, layout: (bufs: ActBuffer[]) => ActLayout = sequentialLayout): RunState {
   const arenas = new Map<Arena, ArenaState>();
-  const qDim = cfg.nHeads * cfg.headDim;
-  const kvDim = cfg.nKvHeads * cfg.headDim;
-  const wide = Math.max(cfg.dim, cfg.ffnDim, qDim);
   const all = [w.embArena, ...w.layers.map((l) => l.arena), w.outArena];
   for (const a of all) {
     if (arenas.has(a)) continue;
-    const f = (n: number) => a.alloc(4 * n, ALIGN);
-    const hb = f(cfg.ffnDim);
+    const out = a === w.outArena;
+    const lay = layout(activationBuffers(cfg, ctx, out));
+    const base = a.alloc(lay.bytes, ALIGN);
+    const o = (n: ActName) => base + lay.offsets[n];
+    const hb = o('hb');
     arenas.set(a, {
-      arena: a, x: f(cfg.dim), xb: f(cfg.dim), tmp: f(cfg.dim), xq: a.alloc(4 * wide + 4 * ALIGN, ALIGN),
-      q: f(qDim), att: f(qDim), k: f(kvDim), v: f(kvDim), hb, hb2: f(cfg.ffnDim),
-      scores: f(cfg.nHeads * ctx), logits: a === w.outArena ? f(cfg.vocabSize) : 0,
+      arena: a, x: o('x'), xb: o('xb'), tmp: o('tmp'), xq: o('xq'), q: o('q'), att: o('att'), k: o('k'), v: o('v'), hb, hb2: o('hb2'),
+      scores: o('scores'), logits: out ? o('logits') : 0,
       hbF: a.f32(hb, cfg.ffnDim), mask: new Uint8Array(cfg.ffnDim),
     });
   }
@@ -209,26 +267,7 @@ export function makeState(cfg: LlamaConfig, w: LlamaWeights, ctx: number): RunSt
   return { arenas, logits: w.outArena.f32(o.logits, cfg.vocabSize) };
 }
 
-export interface KVCache {
-  ctx: number; // positions reserved
-  kvType: number;
-  elBytes: number; // bytes per cached element: 4 (f32) or 2 (f16)
-  k: number[]; // per layer: byte offset of [ctx × nKvHeads·headDim] keys in the layer's arena
-  v: number[]; // per layer: same for values
-  bytes: number;
-}
-
-export function makeCache(cfg: LlamaConfig, w: LlamaWeights, ctx: number, kvType: number): KVCache {
-  const elBytes = kvType === TensorType.F32 ? 4 : 2;
-  const n = ctx * cfg.nKvHeads * cfg.headDim * elBytes;
-  const k: number[] = [];
-  const v: number[] = [];
-  for (const l of w.layers) {
-    k.push(l.arena.alloc(n, ALIGN));
-    v.push(l.arena.alloc(n, ALIGN));
-  }
-  return { ctx, kvType, elBytes, k, v, bytes: 2 * n * cfg.nLayers };
-}
+export * from './llama-kv.js';
 
 /** A projection: one input vector, several weight matrices; jobs grouped by weight type. */
 interface Proj {
@@ -264,10 +303,11 @@ export interface LayerPlan {
   down: Proj;
   /** Bundled FFN: y = Σ_i h_i · down_i over the records (see Bundle). */
   downT?: { type: number; w: number; rows: number; cols: number; rowStride: number; h: number; y: number };
-  att: { q: number; k: number; v: number; out: number; kvType: number; nHeads: number; nKvHeads: number; headDim: number; nPos: number; kvStride: number; scratch: number };
+  /** k, v, pageTable, pageSize and nPos are set per call from the sequence's KVCache */
+  att: { q: number; k: number; v: number; out: number; kvType: number; nHeads: number; nKvHeads: number; headDim: number; nPos: number; kvStride: number; scratch: number; pageTable: number; pageSize: number };
 }
 
-export function makePlans(cfg: LlamaConfig, w: LlamaWeights, st: RunState, cache: KVCache): { layers: LayerPlan[]; out: Proj } {
+export function makePlans(cfg: LlamaConfig, w: LlamaWeights, st: RunState, cache: KVPool | KVCache): { layers: LayerPlan[]; out: Proj } {
   const qDim = cfg.nHeads * cfg.headDim;
   const layers = w.layers.map((L, l) => {
     const s = st.arenas.get(L.arena)!;
@@ -284,6 +324,7 @@ export function makePlans(cfg: LlamaConfig, w: LlamaWeights, st: RunState, cache
       att: {
         q: s.q, k: cache.k[l]!, v: cache.v[l]!, out: s.att, kvType: cache.kvType, nHeads: cfg.nHeads,
         nKvHeads: cfg.nKvHeads, headDim: cfg.headDim, nPos: 0, kvStride: cfg.nKvHeads * cfg.headDim, scratch: s.scores,
+        pageTable: 0, pageSize: cache.pageSize,
       },
     };
   });
@@ -328,10 +369,20 @@ export function attentionBlock(cfg: LlamaConfig, w: LlamaWeights, plans: Plans, 
   project(c, a, s.xq, P.qkv);
   c.rope(a, s.q, cfg.nHeads, headDim, pos, cfg.ropeTheta, cfg.ropeDim);
   c.rope(a, s.k, cfg.nKvHeads, headDim, pos, cfg.ropeTheta, cfg.ropeDim);
-  c.storeKV(a, cache.kvType, s.k, cache.k[l]! + pos * kvDim * kvEl, kvDim);
-  c.storeKV(a, cache.kvType, s.v, cache.v[l]! + pos * kvDim * kvEl, kvDim);
-  P.att.nPos = pos + 1;
-  c.attention(a, P.att);
+  // the position's row inside its page; the page comes from the sequence's page table
+  const pi = Math.floor(pos / cache.pageSize);
+  const page = cache.tables[l]![pi]!;
+  if (!(page >= 0)) throw new RangeError(`internal: no KV page for position ${pos} (page table entry ${pi})`);
+  const row = page * cache.pageBytes + (pos - pi * cache.pageSize) * kvDim * kvEl;
+  c.storeKV(a, cache.kvType, s.k, cache.k[l]! + row, kvDim);
+  c.storeKV(a, cache.kvType, s.v, cache.v[l]! + row, kvDim);
+  const att = P.att;
+  att.k = cache.k[l]!;
+  att.v = cache.v[l]!;
+  att.pageTable = cache.table[l]!;
+  att.pageSize = cache.pageSize;
+  att.nPos = pos + 1;
+  c.attention(a, att);
   project(c, a, s.xq, P.wo);
   c.add(a, s.x, s.tmp, dim);
   return s;

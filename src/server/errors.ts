@@ -13,10 +13,11 @@ export class RequestError extends Error {
   }
 }
 
-/** The scheduler's queue is full: 429 with Retry-After. */
+/** The scheduler's queue is full: 429 with Retry-After. `code` says why the request could not run
+ * at once: all slots busy ('queue_full') or no room in the KV page pool ('kv_pool_full'). */
 export class QueueFullError extends Error {
-  constructor(readonly retryAfterSeconds: number, queued: number) {
-    super(`server busy: ${queued} request(s) already waiting; retry after ${retryAfterSeconds} s`);
+  constructor(readonly retryAfterSeconds: number, queued: number, readonly code: 'queue_full' | 'kv_pool_full' = 'queue_full') {
+    super(`server busy: ${code === 'kv_pool_full' ? 'the KV cache budget is full and ' : ''}${queued} request(s) already waiting; retry after ${retryAfterSeconds} s`);
     this.name = 'QueueFullError';
   }
 }

@@ -1,4 +1,5 @@
 // Counters and gauges for GET /metrics, rendered in the Prometheus text exposition format (0.0.4).
+import type { KVPageStats } from './types.js';
 
 export interface GaugeSource {
   queueLength(): number;
@@ -6,6 +7,8 @@ export interface GaugeSource {
   kv(): { used: number; reserved: number };
   flashBytesRead(): number;
   budget(): number | undefined;
+  /** The paged KV pool, if the model has one. */
+  kvPages?(): KVPageStats | undefined;
 }
 
 export class Metrics {
@@ -53,8 +56,18 @@ export class Metrics {
     metric('flashlm_queue_length', 'gauge', 'Requests waiting for the model.', [['', g.queueLength()]]);
     metric('flashlm_busy', 'gauge', 'Requests running on the model.', [['', g.busy()]]);
     const kv = g.kv();
-    metric('flashlm_kv_positions_in_use', 'gauge', 'KV cache positions holding the running sequence.', [['', kv.used]]);
-    metric('flashlm_kv_positions_reserved', 'gauge', 'KV cache positions reserved at load.', [['', kv.reserved]]);
+    metric('flashlm_kv_positions_in_use', 'gauge', 'KV cache positions in pages held by running sequences.', [['', kv.used]]);
+    metric('flashlm_kv_positions_reserved', 'gauge', 'KV cache positions one sequence may hold (context).', [['', kv.reserved]]);
+    const pages = g.kvPages?.();
+    if (pages) {
+      metric('flashlm_kv_pages_used', 'gauge', 'KV cache pages holding entries of running sequences.', [['', pages.used]]);
+      metric('flashlm_kv_pages_reserved', 'gauge', 'KV cache pages promised to running sequences, not allocated yet.', [['', pages.reserved]]);
+      metric('flashlm_kv_pages_free', 'gauge', 'KV cache pages a new request may reserve.', [['', pages.free]]);
+      metric('flashlm_kv_pages_total', 'gauge', 'KV cache pages in the pool.', [['', pages.pages]]);
+      metric('flashlm_kv_page_size_tokens', 'gauge', 'Positions per KV cache page.', [['', pages.pageSize]]);
+      metric('flashlm_kv_sequences', 'gauge', 'Sequences open in the KV cache.', [['', pages.sequences]]);
+      metric('flashlm_kv_sequence_slots', 'gauge', 'Sequences that can be open at once.', [['', pages.slots]]);
+    }
     const mem = process.memoryUsage();
     metric('flashlm_resident_memory_bytes', 'gauge', 'Resident set size of the server process.', [['', mem.rss]]);
     metric('flashlm_peak_resident_memory_bytes', 'gauge', 'Peak resident set size of the server process.', [['', process.resourceUsage().maxRSS * 1024]]);

@@ -1,21 +1,151 @@
-// Who runs when. Today the engine has one KV cache, so one sequence runs at a time and the others
-// wait in a FIFO queue (FifoScheduler, 1 slot). The server only sees the Scheduler interface: a
-// scheduler over a paged KV cache can hand out several slots at once (one per sequence) and
-// interleave their decode steps, without the HTTP side changing.
+// Who runs when. The server only sees the Scheduler interface.
+// - KVScheduler (models with a paged KV cache): a request runs as soon as the KV page pool can
+//   reserve its prompt + max_tokens positions and a sequence slot is free; running sequences are
+//   decoded round-robin, token by token (each generation yields to the event loop between tokens
+//   and the engine runs one forward pass at a time, first come first served). Requests that find no
+//   room wait in a FIFO queue, and beyond maxQueue get 429 with Retry-After.
+// - FifoScheduler: `slots` requests at a time, the rest in a FIFO queue (models without paged KV).
 import { CancelledError, QueueFullError } from './errors.js';
+import type { KVPageStats, ServedSequence } from './types.js';
 
 /** A running request's hold on the model; release() exactly once when it is done. */
 export interface Slot {
   release(): void;
+  /** The KV sequence the request must run in (KVScheduler). */
+  readonly sequence?: ServedSequence;
 }
 
 export interface Scheduler {
-  /** Waits for a slot. Rejects at once with QueueFullError when the queue is full, and with
-   * CancelledError when `signal` fires while waiting (the request leaves the queue). */
-  acquire(signal: AbortSignal): Promise<Slot>;
+  /** Waits for a slot for a request of up to `positions` KV positions (prompt + completion).
+   * Rejects at once with QueueFullError when the queue is full, and with CancelledError when
+   * `signal` fires while waiting (the request leaves the queue). */
+  acquire(signal: AbortSignal, positions?: number): Promise<Slot>;
   readonly waiting: number; // requests queued
   readonly running: number; // requests holding a slot
   readonly slots: number; // sequences that can run at once
+}
+
+/** Running mean of how long requests hold a slot (ms), for Retry-After. */
+class HoldTimer {
+  avgMs = 1000;
+  private n = 0;
+  add(ms: number): void {
+    this.avgMs = this.n === 0 ? ms : 0.8 * this.avgMs + 0.2 * ms;
+    this.n++;
+  }
+  /** Seconds until a request behind `queued` others would likely start, `running` at a time. */
+  retryAfter(queued: number, running: number): number {
+    return Math.max(1, Math.ceil(((queued + 1) * this.avgMs) / Math.max(1, running) / 1000));
+  }
+}
+
+/** What KVScheduler needs of the model. */
+export interface KVSource {
+  tryOpenSequence(positions: number): ServedSequence | undefined;
+  onKVRelease(f: () => void): () => void;
+  kvPages(): KVPageStats;
+}
+
+interface KVWaiter {
+  positions: number;
+  grant: (s: Slot) => void;
+  fail: (e: Error) => void;
+  signal: AbortSignal;
+  onAbort: () => void;
+}
+
+export class KVScheduler implements Scheduler {
+  private queue: KVWaiter[] = [];
+  private active = 0;
+  private readonly timer = new HoldTimer();
+  private readonly unsubscribe: () => void;
+
+  constructor(private readonly src: KVSource, readonly maxQueue: number) {
+    this.unsubscribe = src.onKVRelease(() => this.pump());
+  }
+
+  get waiting(): number {
+    return this.queue.length;
+  }
+
+  get running(): number {
+    return this.active;
+  }
+
+  get slots(): number {
+    return this.src.kvPages().slots;
+  }
+
+  retryAfterSeconds(): number {
+    return this.timer.retryAfter(this.queue.length, this.active);
+  }
+
+  acquire(signal: AbortSignal, positions = 1): Promise<Slot> {
+    if (signal.aborted) return Promise.reject(new CancelledError());
+    if (this.queue.length === 0) {
+      const seq = this.src.tryOpenSequence(positions);
+      if (seq) return Promise.resolve(this.grant(seq));
+    }
+    if (this.queue.length >= this.maxQueue) {
+      const k = this.src.kvPages();
+      const code = k.sequences < k.slots ? 'kv_pool_full' : 'queue_full';
+      return Promise.reject(new QueueFullError(this.retryAfterSeconds(), this.queue.length, code));
+    }
+    return new Promise<Slot>((resolve, reject) => {
+      const w: KVWaiter = {
+        positions, grant: resolve, fail: reject, signal,
+        onAbort: () => {
+          const i = this.queue.indexOf(w);
+          if (i >= 0) this.queue.splice(i, 1);
+          reject(new CancelledError());
+          this.pump(); // it may have been the head blocking smaller requests
+        },
+      };
+      signal.addEventListener('abort', w.onAbort, { once: true });
+      this.queue.push(w);
+    });
+  }
+
+  /** Stops listening to the model (the server is closing). */
+  close(): void {
+    this.unsubscribe();
+  }
+
+  private grant(seq: ServedSequence): Slot {
+    this.active++;
+    const t0 = performance.now();
+    let done = false;
+    return {
+      sequence: seq,
+      release: () => {
+        if (done) return;
+        done = true;
+        this.active--;
+        this.timer.add(performance.now() - t0);
+        seq.close(); // idempotent; its pages wake the queue through onKVRelease
+        this.pump();
+      },
+    };
+  }
+
+  private pump(): void {
+    while (this.queue.length > 0) {
+      const w = this.queue[0]!;
+      let seq: ServedSequence | undefined;
+      try {
+        seq = this.src.tryOpenSequence(w.positions);
+      } catch (e) {
+        this.queue.shift();
+        w.signal.removeEventListener('abort', w.onAbort);
+        w.fail(e as Error);
+        continue;
+      }
+      if (!seq) return; // first come first served
+      this.queue.shift();
+      w.signal.removeEventListener('abort', w.onAbort);
+      w.grant(this.grant(seq));
+    }
+  }
 }
 
 interface Waiter {

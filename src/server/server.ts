@@ -2,8 +2,9 @@
 //   GET  /health, /metrics (Prometheus text), /v1/models, /v1/models/{id}
 //   POST /v1/completions, /v1/chat/completions (stream: true → server-sent events)
 // Requests are validated (validate.ts), prompts built (chat.ts) and tokenized before they queue, so a
-// bad request never waits; a Scheduler (scheduler.ts) decides when a request gets the model. A client
-// that goes away cancels its request, queued or running.
+// bad request never waits; a Scheduler (scheduler.ts) decides when a request gets the model: with a
+// paged KV cache, several requests run at once, interleaved token by token, each in its own KV
+// sequence. A client that goes away cancels its request, queued or running, and its pages return.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { randomBytes, randomInt } from 'node:crypto';
@@ -11,7 +12,7 @@ import { ChatFormatter } from './chat.js';
 import { CancelledError, QueueFullError, RequestError } from './errors.js';
 import { errorBody, MAX_BODY_BYTES, parseJSON, readBody, sendError, sendJSON, sendText, SSE } from './http.js';
 import { Metrics } from './metrics.js';
-import { FifoScheduler, type Scheduler } from './scheduler.js';
+import { FifoScheduler, KVScheduler, type Scheduler, type Slot } from './scheduler.js';
 import { StopMatcher } from './text.js';
 import type { ServedModel } from './types.js';
 import { validateChatRequest, validateCompletionRequest, type ChatRequest, type CompletionRequest } from './validate.js';
@@ -19,7 +20,7 @@ import { validateChatRequest, validateCompletionRequest, type ChatRequest, type 
 export interface ServerOptions {
   port?: number; // default 8080; 0 = any free port
   host?: string; // default 127.0.0.1 (loopback only)
-  /** Requests that may wait while one runs (default 16); more get 429 with Retry-After. */
+  /** Requests that may wait for room (default 16); more get 429 with Retry-After. */
   maxQueue?: number;
   maxBodyBytes?: number; // default 1 MiB
   /** Replaces the FIFO scheduler (e.g. one over a paged KV cache with several slots). */
@@ -50,7 +51,11 @@ interface Prepared {
 export async function startServer(model: ServedModel, o: ServerOptions = {}): Promise<RunningServer> {
   const maxQueue = o.maxQueue ?? 16;
   if (!Number.isInteger(maxQueue) || maxQueue < 0) throw new RangeError(`maxQueue must be an integer ≥ 0, got ${maxQueue}`);
-  const scheduler = o.scheduler ?? new FifoScheduler(maxQueue);
+  const { tryOpenSequence, onKVRelease, kvPages } = model;
+  const kvSched = !o.scheduler && tryOpenSequence && onKVRelease && kvPages
+    ? new KVScheduler({ tryOpenSequence: (n) => tryOpenSequence.call(model, n), onKVRelease: (f) => onKVRelease.call(model, f), kvPages: () => kvPages.call(model) }, maxQueue)
+    : undefined;
+  const scheduler = o.scheduler ?? kvSched ?? new FifoScheduler(maxQueue);
   const metrics = new Metrics();
   const chat = new ChatFormatter(model.chatTemplate, model);
   const warnings = chat.warning ? [chat.warning] : [];
@@ -64,6 +69,7 @@ export async function startServer(model: ServedModel, o: ServerOptions = {}): Pr
     kv: () => model.kv(),
     flashBytesRead: () => model.flashBytesRead(),
     budget: () => model.budget,
+    kvPages: () => model.kvPages?.(),
   };
 
   const modelCard = () => ({ id: model.name, object: 'model', created, owned_by: 'flashlm' });
@@ -94,7 +100,7 @@ export async function startServer(model: ServedModel, o: ServerOptions = {}): Pr
   }
 
   /** Runs one prepared request on the model; the caller holds a slot. */
-  async function run(res: ServerResponse, p: Prepared, kind: 'completion' | 'chat', signal: AbortSignal): Promise<number> {
+  async function run(res: ServerResponse, p: Prepared, kind: 'completion' | 'chat', signal: AbortSignal, sequence: Slot['sequence']): Promise<number> {
     const { ids, maxTokens, req } = p;
     const id = `${kind === 'chat' ? 'chatcmpl' : 'cmpl'}-${randomBytes(12).toString('hex')}`;
     const now = Math.floor(Date.now() / 1000);
@@ -118,6 +124,7 @@ export async function startServer(model: ServedModel, o: ServerOptions = {}): Pr
     let finish: 'stop' | 'length' | undefined;
     const gen = model.generate(ids, {
       maxTokens, temperature: req.temperature, topK: req.topK, topP: req.topP, seed: req.seed ?? randomInt(0, 2 ** 32), signal,
+      ...(sequence ? { sequence } : {}),
     });
     try {
       for await (const piece of gen) {
@@ -169,18 +176,18 @@ export async function startServer(model: ServedModel, o: ServerOptions = {}): Pr
       const p = prepare(parseJSON(await readBody(req, o.maxBodyBytes ?? MAX_BODY_BYTES)), kind);
       let slot;
       try {
-        slot = await scheduler.acquire(ac.signal);
+        slot = await scheduler.acquire(ac.signal, p.ids.length + p.maxTokens);
       } catch (e) {
         if (e instanceof QueueFullError) {
           metrics.rejected++;
-          sendJSON(res, 429, errorBody(e.message, 'rate_limit_error', null, 'queue_full'), { 'Retry-After': String(e.retryAfterSeconds) });
+          sendJSON(res, 429, errorBody(e.message, 'rate_limit_error', null, e.code), { 'Retry-After': String(e.retryAfterSeconds) });
           return;
         }
         throw e;
       }
       try {
         if (ac.signal.aborted) throw new CancelledError(); // gone between the grant and now
-        await run(res, p, kind, ac.signal);
+        await run(res, p, kind, ac.signal, slot.sequence);
         if (ac.signal.aborted) throw new CancelledError();
       } finally {
         slot.release();
@@ -209,7 +216,10 @@ export async function startServer(model: ServedModel, o: ServerOptions = {}): Pr
     };
     switch (path) {
       case '/health':
-        if (only('GET')) sendJSON(res, 200, { status: 'ok', model: model.name, busy: scheduler.running, queue: scheduler.waiting });
+        if (only('GET')) {
+          const k = model.kvPages?.();
+          sendJSON(res, 200, { status: 'ok', model: model.name, busy: scheduler.running, queue: scheduler.waiting, ...(k ? { kv_pages: { used: k.used, free: k.free, total: k.pages } } : {}) });
+        }
         return;
       case '/metrics':
         if (only('GET')) sendText(res, 200, metrics.render(gauges), 'text/plain; version=0.0.4; charset=utf-8');
@@ -269,6 +279,7 @@ export async function startServer(model: ServedModel, o: ServerOptions = {}): Pr
     server, url: `http://${host}:${addr.port}`, port: addr.port, metrics, warnings,
     chatTemplate: chat.usesTemplate ? 'model' : 'fallback',
     close: () => new Promise<void>((resolve) => {
+      kvSched?.close();
       server.close(() => resolve());
       for (const ac of live) ac.abort();
       server.closeAllConnections();

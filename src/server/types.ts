@@ -10,8 +10,26 @@ export interface ServedGeneration extends AsyncIterable<ServedPiece> {
   readonly finishReason: 'stop' | 'length' | 'abort' | undefined;
 }
 
+/** A sequence opened in the model's paged KV cache for one request (see ServedModel.tryOpenSequence). */
+export interface ServedSequence {
+  close(): void; // returns its pages; idempotent
+}
+
+/** The paged KV pool's state, for /metrics and admission. */
+export interface KVPageStats {
+  pageSize: number; // positions per page
+  pages: number;
+  used: number; // pages holding KV entries
+  reserved: number; // promised to running sequences, not allocated yet
+  free: number; // what a new request may reserve
+  sequences: number; // open
+  slots: number; // sequences that can be open at once
+}
+
 export interface ServedGenerateOptions {
   maxTokens: number;
+  /** Run in this sequence (opened by the scheduler); generate closes it at the end. */
+  sequence?: ServedSequence;
   temperature?: number;
   topK?: number;
   topP?: number;
@@ -34,4 +52,10 @@ export interface ServedModel {
   generate(prompt: readonly number[], o: ServedGenerateOptions): ServedGeneration;
   kv(): { used: number; reserved: number };
   flashBytesRead(): number;
+  /** Paged KV cache (optional; without it requests run one at a time): a sequence of up to
+   * `positions` if the pool has room now, else undefined. Must not wait. */
+  tryOpenSequence?(positions: number): ServedSequence | undefined;
+  /** Calls f when pages or sequence slots come back. */
+  onKVRelease?(f: () => void): () => void;
+  kvPages?(): KVPageStats;
 }

@@ -1,12 +1,12 @@
 // The library API through the package entry (package.json "exports" → dist/src/index.js): loading
 // with typed options, generate() as an async iterable of UTF-8 safe pieces, tokenize/detokenize,
-// typed errors, one generation at a time, abort, chat-template discovery, close().
+// typed errors, concurrent generations (each its own KV pages), abort, chat-template discovery, close().
 import assert from 'node:assert/strict';
 import { cpSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import {
-  loadModel, LanguageModel, BudgetError, ContextLengthError, ModelBusyError, ModelClosedError, NotFoundError, OptionsError, SamplingError,
+  loadModel, LanguageModel, BudgetError, ContextLengthError, KVBudgetError, ModelClosedError, NotFoundError, OptionsError, SamplingError,
   type TokenPiece,
 } from 'flashlm';
 import { greedyRun, synthModelCached, testDir } from '../helpers.js';
@@ -96,6 +96,7 @@ function fakeEngine(real: Model, script: number[]): Model {
   return {
     path: '/x/fake.gguf', tokenizer: real.tokenizer, cfg: real.cfg, ctx: 32, source: { kind: 'gguf', metadata: new Map() },
     get position() { return pos; }, warnings: [], reset() { pos = 0; }, flashStats: () => undefined, close: async () => {},
+    openSequence: async () => ({ close() {} }), idle: async () => {},
     async *generate(prompt: number[], o: { maxTokens: number; stopOnEos?: boolean }) {
       pos = prompt.length;
       for (const id of script.slice(0, o.maxTokens)) {
@@ -122,7 +123,7 @@ test('end-of-generation token ends with finishReason stop and is not yielded', a
   }
 });
 
-test('typed errors for bad options; one generation at a time; abort; close', async () => {
+test('typed errors for bad options; generations side by side; abort; close', async () => {
   const path = await tiny();
   await assert.rejects(loadModel(path, { mode: 'fast' as never }), OptionsError);
   await assert.rejects(loadModel(path, { threads: 0 }), OptionsError);
@@ -136,15 +137,31 @@ test('typed errors for bad options; one generation at a time; abort; close', asy
     assert.throws(() => lm.generate([1, 9999]), OptionsError);
     assert.throws(() => lm.generate([]), OptionsError);
     assert.throws(() => lm.generate('hi', { maxTokens: 1.5 }), OptionsError);
-    // a second generation while the first is being iterated
+    // the pool holds one full context (16 positions = 1 page): while a generation holds it, another
+    // one that asks not to wait gets KVBudgetError; one that waits runs when the first is done
     const first = lm.generate('hi', { maxTokens: 5 })[Symbol.asyncIterator]();
     await first.next();
     assert.equal(lm.busy, true);
     assert.ok(lm.kv().used > 0 && lm.kv().reserved === 16);
-    await assert.rejects(collect(lm.generate('hi', { maxTokens: 2 })), ModelBusyError);
+    await assert.rejects(collect(lm.generate('hi', { maxTokens: 2, onKVFull: 'error' })), KVBudgetError);
+    const waiting = collect(lm.generate('hi', { maxTokens: 2 }));
+    await new Promise((r) => setTimeout(r, 20));
+    assert.equal(lm.kvPages().waiting, 1);
     await first.return!(undefined);
+    assert.equal((await waiting).length, 2);
     assert.equal(lm.busy, false);
     assert.equal(lm.kv().used, 0);
+    // abort while waiting for KV room: no tokens, finish reason abort
+    const hold = lm.generate('hi', { maxTokens: 5 })[Symbol.asyncIterator]();
+    await hold.next();
+    const ac0 = new AbortController();
+    const w = lm.generate('hi', { maxTokens: 2, signal: ac0.signal });
+    const wp = collect(w);
+    ac0.abort();
+    assert.deepEqual(await wp, []);
+    assert.equal(w.finishReason, 'abort');
+    await hold.return!(undefined);
+    assert.equal(lm.kvPages().used, 0);
     // abort after two tokens
     const ac = new AbortController();
     const g = lm.generate('hi', { maxTokens: 10, signal: ac.signal });
@@ -158,6 +175,32 @@ test('typed errors for bad options; one generation at a time; abort; close', asy
   }
   assert.throws(() => lm.generate('hi'), ModelClosedError);
   await lm.close(); // idempotent
+});
+
+test('concurrent generations (paged KV): each equals its run alone; pages come back', async () => {
+  const lm = await loadModel(await tiny(), { ctx: 48, threads: 1, sequences: 3, kvPositions: 'budget', kvPageSize: 4 });
+  try {
+    const prompts = ['The quick brown fox', 'def fibonacci(n):', 'hello'];
+    const alone: string[] = [];
+    for (const p of prompts) alone.push((await collect(lm.generate(p, { maxTokens: 20, stopOnEog: false }))).map((t) => t.text).join(''));
+    const order: number[] = [];
+    const together = await Promise.all(prompts.map(async (p, i) => {
+      let s = '';
+      for await (const t of lm.generate(p, { maxTokens: 20, stopOnEog: false })) {
+        order.push(i);
+        s += t.text;
+      }
+      return s;
+    }));
+    assert.deepEqual(together, alone);
+    // round-robin: the first tokens of all three come before the last token of any
+    const lastFirst = Math.max(...[0, 1, 2].map((i) => order.indexOf(i)));
+    const firstLast = Math.min(...[0, 1, 2].map((i) => order.lastIndexOf(i)));
+    assert.ok(lastFirst < firstLast, `interleaved: ${order.join('')}`);
+    assert.deepEqual([lm.kvPages().used, lm.kvPages().sequences, lm.busy], [0, 0, false]);
+  } finally {
+    await lm.close();
+  }
 });
 
 const TEMPLATE = "{{ bos_token }}{% for m in messages %}{% if m['role'] == 'user' %}[INST] {{ m['content'] }} [/INST]{% else %} {{ m['content'] }}{{ eos_token }}{% endif %}{% endfor %}";

@@ -2,6 +2,7 @@
 // - incremental decoding with the KV cache equals recomputing the whole prefix without reusing it
 // - 1 thread equals 2 threads (bit-exact: the row split must not change any sum)
 // - many small arenas (layer groups) equal one arena
+// - sequences interleaved in the paged KV cache (scattered pages) equal each sequence alone
 // Later issues add: flash vs RAM, sparse at threshold 0 vs dense.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
@@ -79,6 +80,40 @@ export function architectureRunner(cases: RunnerCase[]): void {
       assert.ok(b.arenas >= 2, `expected several arenas, got ${b.arenas}`);
       assert.deepEqual(a.tokens, b.tokens);
       assert.equal(maxAbsDiff(a.logits, b.logits), 0);
+    });
+    test(`${c.name}: sequences interleaved in the paged KV cache equal each one alone`, async () => {
+      const path = await c.model();
+      const prompts = [c.prompt, [...c.prompt].reverse(), c.prompt];
+      const alone = [await greedyWithCache(path, c, { threads: 2 }), await greedyRun(path, prompts[1]!, c.steps, { threads: 2 })];
+      const n = c.prompt.length + c.steps;
+      // page size 3 and round-robin token steps: each sequence's pages are scattered between the others'
+      const m = await Model.load(path, { ctx: n, threads: 2, kvPageSize: 3, sequences: 3, kvPositions: 3 * (n + 3) });
+      try {
+        const seqs = await Promise.all(prompts.map((p) => m.openSequence(p.length + c.steps)));
+        const got = prompts.map(() => ({ tokens: [] as number[], logits: [] as Float32Array[] }));
+        const last: Float32Array[] = [];
+        for (let i = 0; i < c.prompt.length; i++) {
+          for (let s = 0; s < 3; s++) last[s] = await m.prefillSeq(seqs[s]!, [prompts[s]![i]!]);
+        }
+        for (let step = 0; step < c.steps; step++) {
+          for (let s = 0; s < 3; s++) {
+            got[s]!.logits.push(last[s]!.slice());
+            const t = argmax(last[s]!);
+            got[s]!.tokens.push(t);
+            if (step + 1 < c.steps) last[s] = await m.decodeSeq(seqs[s]!, t);
+          }
+        }
+        const pages = seqs[0]!.pages;
+        assert.ok(pages.some((id, i) => i > 0 && id !== pages[i - 1]! + 1), `pages interleaved: ${pages}`);
+        for (const [s, ref] of [[0, alone[0]!], [1, alone[1]!], [2, alone[0]!]] as const) {
+          assert.deepEqual(got[s]!.tokens, ref.tokens, `sequence ${s}`);
+          assert.equal(maxAbsDiff(got[s]!.logits, ref.logits), 0, `sequence ${s}: logits bit-identical`);
+        }
+        for (const s of seqs) s.close();
+        assert.deepEqual([m.kv.stats().used, m.kv.stats().sequences, m.kv.stats().free], [0, 0, m.kv.stats().pages]);
+      } finally {
+        await m.close();
+      }
     });
   }
 }

@@ -1,6 +1,8 @@
 // The HTTP server end to end on a tiny synth model: completions and chat (plain and streamed), stop
 // sequences, bad requests, /health, /v1/models, /metrics; then the queue (429 + Retry-After), a
-// client that disconnects mid-stream or while queued, and `flashlm serve` as a process.
+// client that disconnects mid-stream or while queued, and `flashlm serve` as a process; with the
+// paged KV cache: requests running at once, interleaved, disconnects returning their pages, and 429
+// when the KV pool is full.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { cpSync, readFileSync, writeFileSync } from 'node:fs';
@@ -66,7 +68,7 @@ async function libraryText(ids: number[], maxTokens: number): Promise<string> {
 test('GET /health and /v1/models', async () => {
   const h = await get(srv.url, '/health');
   assert.equal(h.status, 200);
-  assert.deepEqual(JSON.parse(h.text), { status: 'ok', model: lm.name, busy: 0, queue: 0 });
+  assert.deepEqual(JSON.parse(h.text), { status: 'ok', model: lm.name, busy: 0, queue: 0, kv_pages: { used: 0, free: 8, total: 8 } });
   const m = JSON.parse((await get(srv.url, '/v1/models')).text) as { object: string; data: { id: string; object: string }[] };
   assert.equal(m.object, 'list');
   assert.deepEqual(m.data.map((d) => [d.id, d.object]), [[lm.name, 'model']]);
@@ -185,6 +187,10 @@ test('/metrics: Prometheus text; counts requests by status and generated tokens'
   assert.equal(samples.get('flashlm_busy'), 0);
   assert.equal(samples.get('flashlm_kv_positions_in_use'), 0);
   assert.equal(samples.get('flashlm_kv_positions_reserved'), 128);
+  assert.equal(samples.get('flashlm_kv_pages_used'), 0);
+  assert.equal(samples.get('flashlm_kv_pages_free'), 8);
+  assert.equal(samples.get('flashlm_kv_pages_total'), 8);
+  assert.equal(samples.get('flashlm_kv_sequences'), 0);
   assert.equal(samples.get('flashlm_flash_read_bytes_total'), 0);
   assert.ok(samples.get('flashlm_last_request_tokens_per_second')! > 0);
 });
@@ -273,6 +279,75 @@ test('a client that disconnects mid-stream or while queued frees its place; the 
   }
 });
 
+/** Streams a completion; resolves with its text. */
+async function streamText(url: string, body: Record<string, unknown>): Promise<string> {
+  const r = await post(url, '/v1/completions', { ...body, stream: true });
+  assert.equal(r.status, 200, r.text);
+  return parseSSE(r.text).map((e) => (e.choices as { text?: string }[])[0]?.text ?? '').join('');
+}
+
+const kvMetrics = async (url: string) => {
+  const t = (await get(url, '/metrics')).text;
+  const m = (n: string) => Number(new RegExp(`^${n} (\\S+)$`, 'm').exec(t)?.[1]);
+  return { used: m('flashlm_kv_pages_used'), reserved: m('flashlm_kv_pages_reserved'), free: m('flashlm_kv_pages_free'), total: m('flashlm_kv_pages_total'), sequences: m('flashlm_kv_sequences') };
+};
+
+test('paged KV: concurrent requests run at once, interleaved, each with the text it gets alone; pages come back', async () => {
+  const m = await loadModel(await synthModelCached({ ...SYNTH, format: 'gguf' }), { ctx: 128, threads: 1, sequences: 4, kvPositions: 'budget' });
+  const s = await startServer(m, { port: 0, maxQueue: 8 });
+  try {
+    const prompts = ['The quick brown fox', 'def fibonacci(n):', 'Once upon a time', 'hello world'];
+    const alone: string[] = [];
+    for (const p of prompts) alone.push(await streamText(s.url, { prompt: p, max_tokens: 64, temperature: 0 }));
+    // a sampler of /metrics while the four run: several sequences open at once
+    let maxSeqs = 0;
+    let sampling = true;
+    const sampler = (async () => {
+      while (sampling) {
+        maxSeqs = Math.max(maxSeqs, (await kvMetrics(s.url)).sequences);
+        await sleep(2);
+      }
+    })();
+    const together = await Promise.all(prompts.map((p) => streamText(s.url, { prompt: p, max_tokens: 64, temperature: 0 })));
+    sampling = false;
+    await sampler;
+    assert.deepEqual(together, alone);
+    assert.ok(maxSeqs >= 2, `sequences open at once: ${maxSeqs}`);
+    await until('pages back', async () => (await kvMetrics(s.url)).sequences === 0);
+    assert.deepEqual(await kvMetrics(s.url), { used: 0, reserved: 0, free: 32, total: 32, sequences: 0 });
+  } finally {
+    await s.close();
+    await m.close();
+  }
+});
+
+test('paged KV: a client that disconnects mid-stream returns its pages; a full KV pool gives 429 kv_pool_full with Retry-After', async () => {
+  // one 128-position sequence fills the pool (8 pages of 16)
+  const m = await loadModel(await synthModelCached({ ...SYNTH, format: 'gguf' }), { ctx: 128, threads: 1, sequences: 4 });
+  const s = await startServer(m, { port: 0, maxQueue: 0 });
+  try {
+    await postStreamThenDrop(s.url, '/v1/completions', { prompt: 'x', max_tokens: 120, temperature: 0, stream: true });
+    await until('pages back after the disconnect', async () => (await kvMetrics(s.url)).sequences === 0);
+    assert.deepEqual(await kvMetrics(s.url), { used: 0, reserved: 0, free: 8, total: 8, sequences: 0 });
+    assert.match((await get(s.url, '/metrics')).text, /^flashlm_requests_cancelled_total 1$/m, 'it was cancelled mid-generation');
+    // a generation on the same model (library side) holds 7 of the 8 pages; B needs 2: no room, no queue → 429
+    const hold = m.generate('x', { maxTokens: 100 })[Symbol.asyncIterator]();
+    await hold.next();
+    assert.equal((await kvMetrics(s.url)).free, 1);
+    const b = await post(s.url, '/v1/completions', { prompt: 'y', max_tokens: 20, temperature: 0 });
+    assert.equal(b.status, 429, b.text);
+    assert.match(String(b.headers['retry-after']), /^[1-9]\d*$/);
+    assert.equal((JSON.parse(b.text) as { error: { code: string } }).error.code, 'kv_pool_full');
+    await hold.return!(undefined);
+    const c = await post(s.url, '/v1/completions', { prompt: 'y', max_tokens: 20, temperature: 0 });
+    assert.equal(c.status, 200, 'room again');
+    assert.equal((await kvMetrics(s.url)).used, 0);
+  } finally {
+    await s.close();
+    await m.close();
+  }
+});
+
 const TEMPLATE = "{% if messages[0]['role'] == 'assistant' %}{{ raise_exception('Conversation must start with the user') }}{% endif %}{{ bos_token }}{% for m in messages %}{% if m['role'] == 'user' %}[INST] {{ m['content'] }} [/INST]{% else %} {{ m['content'] }}{{ eos_token }}{% endif %}{% endfor %}";
 
 test('chat completions with the model\'s template (HF tokenizer_config.json chat_template)', async () => {
@@ -321,7 +396,11 @@ test('flashlm serve: prints its address, serves, exits 0 on SIGTERM; bad flags a
     assert.equal((await get(url, '/health')).status, 200);
     const r = await post(url, '/v1/completions', { prompt: 'hello', max_tokens: 3, temperature: 0 });
     assert.equal(r.status, 200, r.text);
-    assert.match((await get(url, '/metrics')).text, /^flashlm_memory_budget_bytes 1000000000$/m);
+    const metrics = (await get(url, '/metrics')).text;
+    assert.match(metrics, /^flashlm_memory_budget_bytes 1000000000$/m);
+    // default --sequences 8, --kv-positions budget: 1 GB holds every sequence at full length (8 × 64 / 16 pages)
+    assert.match(metrics, /^flashlm_kv_pages_total 32$/m);
+    assert.match(metrics, /^flashlm_kv_sequence_slots 8$/m);
   } finally {
     child.kill('SIGTERM');
   }

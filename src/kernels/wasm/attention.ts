@@ -8,6 +8,11 @@
 // qbuf: thread scratch of qbufBytes; heads are processed in chunks whose q (and then the output
 // accumulators) fit in it. For f16 caches both are kept in even/odd-permuted order per 8
 // elements (see h2f_even_fast/h2f_odd_fast); elements past the last multiple of 8 stay in order.
+// Paged caches (ptab != 0): positions live in fixed-size pages of `pageSize` positions; ptab is an
+// i32 page table (page ids) in the arena, and position t is at base + ptab[t / pageSize]·pageBytes
+// + (t % pageSize)·kvStride·es with pageBytes = pageSize·kvStride·es, for k and v alike. Only the
+// address of a row changes: the arithmetic and its order are the contiguous path's, so a paged
+// cache gives bit-identical outputs. ptab = 0: contiguous, position t at base + t·kvStride·es.
 import { f32_to_f16, f16_to_f32, h2f_even_fast, h2f_odd_fast, hsum_f32x4 } from './util';
 
 @inline function perm8(i: i32, n8: i32): i32 {
@@ -45,8 +50,16 @@ import { f32_to_f16, f16_to_f32, h2f_even_fast, h2f_odd_fast, hsum_f32x4 } from 
   return hsum_f32x4(f32x4.add(a0, a1)) + t;
 }
 
+/** Byte offset of position t's row relative to a cache base (k or v), contiguous or paged. */
+@inline function rowOff(t: i32, posBytes: usize, ptab: usize, pageSize: i32): usize {
+  if (ptab == 0) return <usize>t * posBytes;
+  const p = t / pageSize;
+  return <usize>load<i32>(ptab + (<usize>p << 2)) * <usize>pageSize * posBytes + <usize>(t - p * pageSize) * posBytes;
+}
+
 export function attention(q: usize, k: usize, v: usize, out: usize, kvF16: i32, nHeads: i32, nKvHeads: i32,
-  headDim: i32, nPos: i32, kvStride: i32, scratch: usize, qbuf: usize, qbufBytes: i32, h0: i32, h1: i32): void {
+  headDim: i32, nPos: i32, kvStride: i32, scratch: usize, qbuf: usize, qbufBytes: i32, h0: i32, h1: i32,
+  ptab: usize, pageSize: i32): void {
   const group = nHeads / nKvHeads;
   const scale: f32 = <f32>1 / Mathf.sqrt(<f32>headDim);
   const es: usize = kvF16 ? 2 : 4;
@@ -69,7 +82,7 @@ export function attention(q: usize, k: usize, v: usize, out: usize, kvF16: i32, 
     }
     // 2. scores, positions outer
     for (let t = 0; t < nPos; t++) {
-      const krow = k + <usize>t * posBytes;
+      const krow = k + rowOff(t, posBytes, ptab, pageSize);
       for (let h = c0; h < c1; h++) {
         const kh = krow + <usize>(h / group) * <usize>headDim * es;
         const qh = qbuf + <usize>(h - c0) * headBytes;
@@ -107,7 +120,7 @@ export function attention(q: usize, k: usize, v: usize, out: usize, kvF16: i32, 
     // 4. out = Σ p_t·v_t; accumulators in qbuf (q is no longer needed)
     memory.fill(qbuf, 0, <usize>(c1 - c0) * headBytes);
     for (let t = 0; t < nPos; t++) {
-      const vrow = v + <usize>t * posBytes;
+      const vrow = v + rowOff(t, posBytes, ptab, pageSize);
       for (let h = c0; h < c1; h++) {
         const p = load<f32>(scratch + ((<usize>h * <usize>nPos + <usize>t) << 2));
         const pv = f32x4.splat(p);
