@@ -343,6 +343,8 @@ export class DirectReader {
     let done = 0;
     let stuck = 0; // consecutive attempts without progress
     while (done < p.length) {
+      // another piece of this batch failed: the caller gets that error; stop reading for nothing
+      if (p.batch.error) return;
       const fd = this.fd;
       const direct = this.direct;
       const pos = p.fileOffset + done;

@@ -71,7 +71,13 @@ export class WholeLayerSource implements FFNSource {
     const start = e.fileOffset + token * e.rowBytes;
     const a = Math.floor(start / ALIGN) * ALIGN;
     const len = Math.ceil((start + e.rowBytes) / ALIGN) * ALIGN - a;
-    const st = await this.reader.read([{ fileOffset: a, length: len, dst: e.slot.arena.u8(e.slot.off, len) }]);
+    let st: ReadStats;
+    try {
+      st = await this.reader.read([{ fileOffset: a, length: len, dst: e.slot.arena.u8(e.slot.off, len) }]);
+    } catch (err) {
+      await this.settle(); // the request stops: leave no layer read in flight behind it (see ready())
+      throw err;
+    }
     this.stats.bytes += st.bytes;
     this.stats.reads += st.reads;
     this.stats.ioMs += st.wallMs;
@@ -116,11 +122,37 @@ export class WholeLayerSource implements FFNSource {
     if (!p) throw new Error(`internal: layer ${l}'s slot is still held by another layer's unconsumed read`);
     try {
       await p;
+    } catch (e) {
+      // The request stops with this error. Prefetches of other layers may still be in flight into
+      // slots the next request reads into, and an unconsumed one would keep its slot blocked (the
+      // next token's layer 0 shares a slot with layer 2): wait for them and forget them.
+      this.pending.delete(l);
+      await this.settle();
+      throw e;
     } finally {
       // records are consumed by this token's FFN; the next token reads them again (hybrid mode)
       this.pending.delete(l);
     }
     if (this.inSlot.get(this.key(l)) !== l) throw new Error(`internal: layer ${l}'s slot was reused before its FFN ran`);
+  }
+
+  /**
+   * Waits until no read of this source is in flight and forgets every prefetch (their data is not
+   * trusted: the next token reads each layer again). Called when a request stops on an error, so
+   * that the same model can serve the next one from a clean state.
+   */
+  async settle(): Promise<void> {
+    while (this.pending.size) {
+      const ps = [...this.pending.values()];
+      this.pending.clear();
+      await Promise.allSettled(ps);
+    }
+    this.inSlot.clear();
+  }
+
+  /** Layers whose reads were issued and not yet consumed by ready() (0 after settle()). */
+  get pendingLayers(): number {
+    return this.pending.size;
   }
 
   get error(): Error | undefined {
