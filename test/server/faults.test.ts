@@ -103,4 +103,29 @@ for (const mode of ['hybrid', 'sparse'] as const) describe(`server, ${mode} mode
     assert.equal((await streamed()).text, want.text, 'the stream after the fault');
     assert.equal(await completion(), want.text);
   });
+
+  test(`${mode}: two streamed requests at once, EIO during one of them → that one ends with an SSE error, the other completes unchanged`, { timeout: 60_000 }, async () => {
+    disk.arm(undefined);
+    const want = (await streamed()).text;
+    disk.arm(undefined);
+    const clean = await Promise.all([streamed(), streamed()]);
+    for (const c of clean) assert.equal(c.text, want);
+    const total = disk.sinceArm.length;
+
+    // a read half-way through the two requests' reads (their passes interleave when the KV pool
+    // holds both; either way, exactly one pass meets the fault)
+    const k = Math.floor(total / 2);
+    disk.arm((i) => (i === k ? { errno: 'EIO' } : undefined));
+    const got = await Promise.all([streamed(), streamed()]);
+    assert.equal(disk.failed.length, 1);
+    const failed = got.filter((g) => (g.events.at(-1) as { error?: unknown }).error);
+    assert.equal(failed.length, 1, 'exactly one request failed');
+    namesTheRead((failed[0]!.events.at(-1) as { error: { message: string } }).error.message);
+    const ok = got.find((g) => !(g.events.at(-1) as { error?: unknown }).error)!;
+    assert.equal(ok.text, want, 'the other request');
+
+    disk.arm(undefined);
+    assert.equal(await completion(), want);
+    assert.equal((await get(srv.url, '/health')).status, 200);
+  });
 });
