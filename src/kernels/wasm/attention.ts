@@ -81,14 +81,20 @@ export function attention(q: usize, k: usize, v: usize, out: usize, kvF16: i32, 
       }
     }
     // 2. scores, positions outer
+    // rows advance by posBytes inside a page; the table is read once per page (no division per row)
+    let row = rowOff(0, posBytes, ptab, pageSize), inPage = 0;
     for (let t = 0; t < nPos; t++) {
-      const krow = k + rowOff(t, posBytes, ptab, pageSize);
+      const krow = k + row;
       for (let h = c0; h < c1; h++) {
         const kh = krow + <usize>(h / group) * <usize>headDim * es;
         const qh = qbuf + <usize>(h - c0) * headBytes;
         const s = kvF16 ? dotF16(qh, kh, headDim) : dotF32(qh, kh, headDim);
         store<f32>(scratch + ((<usize>h * <usize>nPos + <usize>t) << 2), s * scale);
       }
+      if (ptab != 0 && ++inPage == pageSize) {
+        inPage = 0;
+        if (t + 1 < nPos) row = rowOff(t + 1, posBytes, ptab, pageSize);
+      } else row += posBytes;
     }
     // 3. softmax per head
     for (let h = c0; h < c1; h++) {
@@ -119,8 +125,14 @@ export function attention(q: usize, k: usize, v: usize, out: usize, kvF16: i32, 
     }
     // 4. out = Σ p_t·v_t; accumulators in qbuf (q is no longer needed)
     memory.fill(qbuf, 0, <usize>(c1 - c0) * headBytes);
+    row = rowOff(0, posBytes, ptab, pageSize);
+    inPage = 0;
     for (let t = 0; t < nPos; t++) {
-      const vrow = v + rowOff(t, posBytes, ptab, pageSize);
+      const vrow = v + row;
+      if (ptab != 0 && ++inPage == pageSize) {
+        inPage = 0;
+        if (t + 1 < nPos) row = rowOff(t + 1, posBytes, ptab, pageSize);
+      } else row += posBytes;
       for (let h = c0; h < c1; h++) {
         const p = load<f32>(scratch + ((<usize>h * <usize>nPos + <usize>t) << 2));
         const pv = f32x4.splat(p);
