@@ -1,22 +1,25 @@
-// `flashlm sparsify MODEL --calib CALIB.gguf [--sparsity 0.6] [--rank 256] [--recall 0.97]
+// `flashlm sparsify MODEL --calib CALIB.gguf [--sparsity 0.6] [--rule abs|gate] [--rank 256] [--recall 0.97]
 //  [--pred-type q8_0|f32] [--epochs 3] [-o OUT.gguf] [--threads N] [--json]`
 import { sparsify } from '../engine/sparsify.js';
 import { Progress } from './progress.js';
 import { intFlag, numFlag, parse, strFlag, UsageError } from './main.js';
 
-const USAGE = `usage: flashlm sparsify MODEL --calib CALIB.gguf [--sparsity 0.6] [--rank 256] [--recall 0.97] [--pred-type q8_0|f32]
-                        [--epochs 3] [-o OUT.gguf] [--threads N] [--json]
+const USAGE = `usage: flashlm sparsify MODEL --calib CALIB.gguf [--sparsity 0.6] [--rule abs|gate] [--rank 256] [--recall 0.97]
+                        [--pred-type q8_0|f32] [--epochs 3] [-o OUT.gguf] [--threads N] [--json]
 Adds per-layer activation thresholds (for --sparsity of the FFN activations on the calibration text)
 and low-rank activation predictors (trained for --recall of the active neurons) to a flash-layout
 MODEL. MODEL must be the model the calibration was made on (flashlm calibrate). The last 10% of the
 calibration tokens are held out: the table shows recall, precision and over-read on them.
+--rule abs (CATS, default): a neuron is active when |SiLU(gate·x)| ≥ t. --rule gate: when gate·x ≥ t
+(one half-line, which a linear predictor can learn; for SiLU the abs rule also keeps a band of
+negative gate values around the SiLU minimum, which it cannot).
 Default OUT: MODEL itself, replaced only when the new file is complete. Running it again replaces
 the predictors.
 `;
 
 export async function cmdSparsify(argv: string[]): Promise<number> {
   const { flags, positionals } = parse(argv, {
-    calib: { type: 'string' }, sparsity: { type: 'string' }, rank: { type: 'string' }, recall: { type: 'string' },
+    calib: { type: 'string' }, sparsity: { type: 'string' }, rule: { type: 'string' }, rank: { type: 'string' }, recall: { type: 'string' },
     'pred-type': { type: 'string' }, epochs: { type: 'string' }, output: { type: 'string', short: 'o' },
     threads: { type: 'string' }, seed: { type: 'string' }, json: { type: 'boolean' },
   });
@@ -31,6 +34,7 @@ export async function cmdSparsify(argv: string[]): Promise<number> {
   const wbar = new Progress('writing', process.stderr, !flags.json);
   const r = await sparsify(model, flags.calib, {
     sparsity: numFlag(flags, 'sparsity', 0.6, 0, 0.99),
+    rule: strFlag(flags, 'rule', 'abs', ['abs', 'gate'] as const),
     rank: intFlag(flags, 'rank', 256, 1, 1 << 16),
     targetRecall: numFlag(flags, 'recall', 0.97, 0.01, 1),
     predType: strFlag(flags, 'pred-type', 'q8_0', ['q8_0', 'f32'] as const),
@@ -45,7 +49,7 @@ export async function cmdSparsify(argv: string[]): Promise<number> {
   for (const w of r.warnings) process.stderr.write(`flashlm: warning: ${w}\n`);
   if (flags.json) {
     process.stdout.write(`${JSON.stringify({
-      out: r.out, sparsity: r.sparsity, pred_type: r.predType, tokens: r.tokens, seconds: r.seconds, warnings: r.warnings,
+      out: r.out, sparsity: r.sparsity, rule: r.rule, pred_type: r.predType, tokens: r.tokens, seconds: r.seconds, warnings: r.warnings,
       layers: r.layers.map((L) => ({
         layer: L.layer, rank: L.rank, threshold: L.threshold, active_frac: L.activeFrac, recall: L.recall, precision: L.precision,
         over_read: L.overRead, predicted_frac: L.predictedFrac, held_out_active_frac: L.heldOutActiveFrac, seconds: L.seconds,
@@ -56,7 +60,7 @@ export async function cmdSparsify(argv: string[]): Promise<number> {
   const t = r.tokens;
   process.stdout.write(`wrote ${r.out}: ${r.predType} predictors for ${(100 * r.sparsity).toFixed(0)}% sparsity; ${t.total} calibration tokens ` +
     `(${t.fitted} fitted, ${t.cutoff} for the cutoff, ${t.heldOut} held out); ${r.seconds.train.toFixed(1)} s training, ${r.seconds.write.toFixed(1)} s writing\n`);
-  process.stdout.write('layer  rank  |act| threshold  active%   recall  precision  over-read   (held out)\n');
+  process.stdout.write(`layer  rank  ${r.rule === 'gate' ? ' gate' : '|act|'} threshold  active%   recall  precision  over-read   (held out)\n`);
   for (const L of r.layers) {
     process.stdout.write(`${String(L.layer).padStart(5)}  ${String(L.rank).padStart(4)}  ${L.threshold.toPrecision(4).padStart(15)}  ${(100 * L.activeFrac).toFixed(1).padStart(7)}` +
       `   ${L.recall.toFixed(3).padStart(6)}  ${L.precision.toFixed(3).padStart(9)}  ${L.overRead.toFixed(2).padStart(8)}×\n`);

@@ -19,6 +19,8 @@ export interface PerplexityOptions {
   maxTokens?: number; // stop after scoring this many tokens (default: all)
   load?: LoadModelOptions;
   onProgress?: (scored: number, total: number) => void;
+  /** Called once the model is loaded, before the first pass (e.g. to attach an FFN probe). */
+  onLoad?: (model: Model) => void;
 }
 
 export interface PerplexityResult {
@@ -47,6 +49,7 @@ export async function perplexity(modelPath: string, o: PerplexityOptions): Promi
   const want = o.ctx ?? 512;
   const model = await Model.load(modelPath, { ...o.load, ctx: (cfg) => Math.min(want, cfg.ctxLen) });
   try {
+    o.onLoad?.(model);
     const tok = model.tokenizer;
     const chunks = files.flatMap((f) => fileSequences(tok.encode(readTextFiles([f])[0]!.text), tok.bos >= 0 ? tok.bos : undefined, model.ctx));
     const total = Math.min(o.maxTokens ?? Infinity, chunks.reduce((s, c) => s + c.length - 1, 0));

@@ -8,11 +8,15 @@ import { TensorType, typeName } from '../formats/ggml-types.js';
 import { Compute } from '../kernels/index.js';
 import { planBudget, RUNTIME_OVERHEAD_BYTES, type BudgetPlan } from '../memory/budget.js';
 import {
-  configFromMetadata, ffnSlotBytes, forward, forwardStreamed, kvBytesPerLayer, loadWeights, makeCache, makePlans, makeState, planStreamAll, stateBytes,
-  type BundleLayout, type FFNProbe, type StreamPlan, type KVCache, type LlamaConfig, type LlamaWeights, type RunState,
+  configFromMetadata, ffnSlotBytes, forward, forwardStreamed, kvBytesPerLayer, loadWeights, makeCache, makePlans, makeState, planStreamAll,
+  activationBuffers, pageTableBytes, ACT_STEPS, KV_PAGE_SIZE, type KVPool,
+  type BundleLayout, type FFNProbe, type Sparsity, type SparsityRule, type StreamPlan, type KVCache, type LlamaConfig, type LlamaWeights, type RunState,
 } from '../model/llama.js';
 import { tokenizerFromGGUF, tokenizerFromHFDir, type Tokenizer, type TokenizerInfo } from '../tokenizer/index.js';
 import { Sampler, type SamplingOptions } from './sample.js';
+import { planLiveness, type LivenessPlan } from '../memory/liveness.js';
+import { MemoryPool } from '../memory/pool.js';
+import { PagedKV, type Sequence } from './kv.js';
 import { DirectReader, ioUringActive, type ReadFn } from '../flash/io.js';
 import { WholeLayerSource } from '../flash/layer-source.js';
 import { MatrixNeuronSource } from '../flash/neuron-source.js';
@@ -35,6 +39,13 @@ export interface LoadModelOptions {
    * tokenizer first, so a caller can reserve exactly prompt + new tokens. */
   ctx?: number | ((cfg: LlamaConfig, tokenizer: Tokenizer) => number);
   kvType?: 'f16' | 'f32'; // KV cache element type; f16 as llama.cpp
+  /** Paged KV cache: positions per page (default 16). */
+  kvPageSize?: number;
+  /** Sequences that may be open at once (page tables; default 4). */
+  sequences?: number;
+  /** Positions in the KV page pool shared by the sequences (default ctx: one full-length sequence;
+   * 'budget': what --memory leaves after everything else, at most sequences × ctx, at least ctx). */
+  kvPositions?: number | 'budget';
   maxArenaBytes?: number; // testing hook: smaller arenas force the multi-arena path
   /** DRAM budget in bytes (--memory). RAM mode must fit every weight, the KV cache, activations and
    * the runtime; otherwise load fails with a BudgetError that gives the numbers. */
@@ -52,10 +63,13 @@ export interface LoadModelOptions {
   /** sparse: the file's low-rank predictors (default), or every neuron ('all': the dense FFN through
    * the sparse machinery, for tests). */
   predictor?: 'file' | 'all';
-  /** Per-layer activation thresholds |act(gate)| < t → dropped (CATS). 'file': the file's
-   * flashlm.sparse.threshold (sparse mode's default); in ram/hybrid/naive mode this is the oracle
-   * (exact gate, only the threshold's effect). Default: none, except sparse mode with predictor 'file'. */
+  /** Per-layer activation thresholds (model/llama.ts Sparsity): 'file': the file's
+   * flashlm.sparse.threshold under its flashlm.sparse.rule (sparse mode's default); in
+   * ram/hybrid/naive mode this is the oracle (exact gate, only the threshold's effect). Default:
+   * none, except sparse mode with predictor 'file'. */
   thresholds?: 'file' | Float32Array;
+  /** The rule of Float32Array thresholds: 'abs' (CATS |act(g)| < t dropped, default) or 'gate' (g < t dropped). */
+  rule?: SparsityRule;
   /** sparse: neuron matrix rows per layer (default: what the --memory budget leaves, else all). */
   neuronCapacity?: number;
   /** sparse: a neuron stays in DRAM while used in the last `window` tokens (default 5; 0 = no reuse). */
@@ -143,11 +157,11 @@ export class Model {
   private stall = { ms: 0 };
   /** sparse mode: the neuron matrices, predictor and counters. */
   sparse: {
-    src: MatrixNeuronSource; pred: Predictor; thr: Float32Array; plans: SparsePlan[]; ids: Int32Array; stats: SparseStats;
+    src: MatrixNeuronSource; pred: Predictor; sp: Sparsity; plans: SparsePlan[]; ids: Int32Array; stats: SparseStats;
     capacity: number; window: number; collapseGap: number;
   } | undefined;
   /** Per-layer activation thresholds applied in ram/hybrid/naive mode (the oracle), if any. */
-  thresholds: Float32Array | undefined;
+  sparsity: Sparsity | undefined;
   private passes = 0; // forward passes (the window's clock)
   /** Calibration: sees every layer's FFN input and gate/up projections (see FFNProbe). */
   ffnProbe: FFNProbe | undefined;
@@ -155,6 +169,16 @@ export class Model {
   plan: BudgetPlan | undefined;
   private pos = 0;
   private plans: ReturnType<typeof makePlans>;
+  /** Paged KV cache: page allocator, page tables, open sequences (engine/kv.ts). */
+  kv!: PagedKV;
+  /** The --memory ledger (memory/pool.ts): every part charged once, KV pages lent on demand. */
+  pool!: MemoryPool;
+  /** Activation liveness plans per arena (layers only / the output arena, with logits); peak and
+   * naive bytes summed over the arenas. */
+  actPlan!: { layer: LivenessPlan; out: LivenessPlan; steps: readonly string[]; arenas: number; peakBytes: number; naiveBytes: number };
+  private seq0: Sequence | undefined; // the plain verbs' sequence (prefill, decodeOne, generate without one)
+  private cur: Sequence | undefined; // the sequence being computed under the step lock
+  private lock: Promise<void> = Promise.resolve();
 
   private constructor(
     readonly path: string,
@@ -164,9 +188,9 @@ export class Model {
     readonly tokenizer: Tokenizer,
     readonly compute: Compute,
     readonly state: RunState,
-    readonly cache: KVCache,
+    readonly kvPool: KVPool,
   ) {
-    this.plans = makePlans(cfg, weights, state, cache);
+    this.plans = makePlans(cfg, weights, state, kvPool);
   }
 
   static async load(path: string, opts: LoadModelOptions = {}): Promise<Model> {
@@ -213,44 +237,64 @@ export class Model {
       if (filePred && !source.tensors.some((t) => t.name === 'blk.0.pred_a')) {
         throw new EngineError(`--mode sparse needs predictors in ${path}: calibrate and sparsify it first (flashlm calibrate MODEL --text DIR; flashlm sparsify MODEL --calib CALIB)`);
       }
-      let thresholds: Float32Array | undefined;
+      let thresholds: Sparsity | undefined;
       const thrOpt = opts.thresholds ?? (filePred ? 'file' : undefined);
       if (thrOpt === 'file') {
         const v = source.metadata.get('flashlm.sparse.threshold')?.value;
         if (!(v instanceof Float32Array) || v.length !== cfg.nLayers) throw new EngineError(`${path} has no per-layer sparsity thresholds (flashlm.sparse.threshold); run flashlm sparsify`);
-        thresholds = v;
+        const rule: unknown = source.metadata.get('flashlm.sparse.rule')?.value ?? 'abs';
+        if (rule !== 'abs' && rule !== 'gate') throw new EngineError(`${path}: flashlm.sparse.rule '${String(rule)}' is not abs or gate (made by a newer flashlm?)`);
+        thresholds = { rule, t: v };
       } else if (thrOpt) {
         if (thrOpt.length !== cfg.nLayers) throw new EngineError(`thresholds: ${thrOpt.length} values for ${cfg.nLayers} layers`);
-        thresholds = thrOpt;
+        thresholds = { rule: opts.rule ?? 'abs', t: thrOpt };
       }
       if (naive && source.kind !== 'gguf') {
         throw new EngineError(`--mode naive reads every weight from one GGUF file; ${path} is a directory (make a GGUF with: flashlm convert SRC -o OUT.gguf)`);
       }
       const streamAll: StreamPlan | undefined = naive ? planStreamAll(cfg, source.tensors) : undefined;
+      // paged KV pool and activation liveness plans (sizes the arenas and the budget)
+      const pageSize = opts.kvPageSize ?? KV_PAGE_SIZE;
+      const sequences = opts.sequences ?? 4;
+      if (!Number.isInteger(pageSize) || pageSize < 1 || pageSize > 4096) throw new EngineError(`KV page size must be an integer in [1, 4096], got ${pageSize}`);
+      if (!Number.isInteger(sequences) || sequences < 1 || sequences > 4096) throw new EngineError(`sequences must be an integer in [1, 4096], got ${sequences}`);
+      const fullPool = sequences * Math.ceil(ctx / pageSize) * pageSize; // every sequence at full length
+      let kvPos = typeof opts.kvPositions === 'number' ? opts.kvPositions : opts.kvPositions === 'budget' && opts.memory === undefined ? fullPool : ctx;
+      if (!Number.isInteger(kvPos) || kvPos < ctx) throw new EngineError(`KV pool of ${kvPos} positions cannot hold one sequence of ctx ${ctx}`);
+      const actLayer = planLiveness(activationBuffers(cfg, ctx, false));
+      const actOut = planLiveness(activationBuffers(cfg, ctx, true));
+      const tableBytes = pageTableBytes(ctx, pageSize, sequences);
+      const resident = source.tensors.reduce((s, t) => s + t.bytes, 0) -
+        (naive ? source.tensors.reduce((s, t) => s + t.bytes, 0) : hybrid || sparse ? source.tensors.filter((t) => t.name.endsWith('.ffn_bundle')).reduce((s, t) => s + t.bytes, 0) : 0);
       let plan: BudgetPlan | undefined;
       if (opts.memory !== undefined) {
-        const all = source.tensors.reduce((s, t) => s + t.bytes, 0);
-        const streamed = naive ? all : hybrid || sparse ? source.tensors.filter((t) => t.name.endsWith('.ffn_bundle')).reduce((s, t) => s + t.bytes, 0) : 0;
-        const resident = all - streamed;
-        const kv = kvBytesPerLayer(cfg, ctx, kvType) * cfg.nLayers;
+        const kv = kvBytesPerLayer(cfg, kvPos, kvType, pageSize) * cfg.nLayers;
         const arenas = Math.ceil((resident + kv) / (4 * 2 ** 30 - 2 ** 16)) + 1; // layer groups, +1 for packing slack
-        plan = planBudget({
+        const input = {
           budget: opts.memory, overhead: RUNTIME_OVERHEAD_BYTES, resident, ctx, kv,
-          activations: (stateBytes(cfg, ctx, true) + 65536) * arenas,
+          activations: (actOut.bytes + tableBytes + 65536) * arenas,
           // the slots streamed weights are read into: two per arena (alternating layers), and in
           // naive mode the output layer's and an embedding row's
           slots: hybrid ? 2 * arenas * ffnSlotBytes(cfg, bundles!)
             : streamAll ? 2 * arenas * (streamAll.slotBytes + 4096) + streamAll.out.bytes + streamAll.embd.slotBytes + 8192 : 0,
           // sparse: at least 64 rows per layer (+ a page of alignment each)
           minNeuronCache: sparse ? cfg.nLayers * (64 * bundles!.recordBytes + 4096) : 0,
-        });
+        };
+        plan = planBudget(input);
+        if (opts.kvPositions === 'budget' && plan.spare > 0) {
+          // the spare budget becomes KV pages (RAM/hybrid/naive; sparse gives it to the neuron cache)
+          const pageAll = kvBytesPerLayer(cfg, pageSize, kvType, pageSize) * cfg.nLayers;
+          kvPos = Math.min(fullPool, Math.ceil(kvPos / pageSize) * pageSize + Math.floor((plan.spare - 64 * cfg.nLayers) / pageAll) * pageSize);
+          plan = planBudget({ ...input, kv: kvBytesPerLayer(cfg, kvPos, kvType, pageSize) * cfg.nLayers });
+        }
       }
       let capacity = 0;
       if (sparse) {
         // JS-heap bookkeeping outside the arenas (matrix ids/rowOf/lastUsed/scratch ≈ 17 B per row + 12 B
         // per neuron, planner arrays) and the reader's queues: measured over budget by 4–14 MiB on a
-        // 40-layer synth model without this slack (bench/memory-cap.ts)
-        const slack = 16 * 2 ** 20 + cfg.nLayers * cfg.ffnDim * 48;
+        // 40-layer synth model without this slack (bench/memory-cap.ts); CodeLlama-13B at a 50% cap
+        // peaked 35 MB over a 16 MiB fixed part (V8 heap growth under per-token planning), hence 64 MiB
+        const slack = 64 * 2 ** 20 + cfg.nLayers * cfg.ffnDim * 48;
         const fromBudget = plan ? Math.floor(((plan.neuronCache - slack) / cfg.nLayers - 4096) / bundles!.recordBytes) : cfg.ffnDim;
         capacity = Math.min(cfg.ffnDim, opts.neuronCapacity ?? fromBudget);
         if (!Number.isInteger(capacity) || capacity < 1) throw new EngineError(`neuron capacity ${capacity}: needs at least 1 row per layer`);
@@ -258,13 +302,28 @@ export class Model {
       compute = await Compute.create({ threads: opts.threads ?? 2 });
       const weights = loadWeights(cfg, source.tensors, (name, dst) => (source.readTensor(name, dst), checks?.tensor(name, dst)), compute, {
         ctx, kvType, maxArenaBytes: opts.maxArenaBytes, onProgress: opts.onProgress, bundles, streamFFN: hybrid, streamAll,
+        kv: { positions: kvPos, pageSize, slots: sequences }, actBytes: actOut.bytes,
         ...(sparse ? { sparse: { capacity, predictors: filePred } } : {}),
       });
-      const state = makeState(cfg, weights, ctx);
-      const cache = makeCache(cfg, weights, ctx, kvType);
+      const state = makeState(cfg, weights, ctx, (b) => planLiveness(b));
+      const cache = makeCache(cfg, weights, ctx, kvType, { positions: kvPos, pageSize, slots: sequences });
       const m = new Model(path, source, cfg, weights, tokenizer, compute, state, cache);
       m.plan = plan;
-      m.thresholds = sparse ? undefined : thresholds;
+      const nArenas = state.arenas.size;
+      m.actPlan = { layer: actLayer, out: actOut, steps: ACT_STEPS, arenas: nArenas, peakBytes: actLayer.bytes * (nArenas - 1) + actOut.bytes, naiveBytes: actLayer.naiveBytes * (nArenas - 1) + actOut.naiveBytes };
+      // the ledger: what each part holds (the planner above already refused a budget too small)
+      const pool = (m.pool = new MemoryPool(opts.memory));
+      pool.charge('runtime', RUNTIME_OVERHEAD_BYTES);
+      pool.charge('arenaReserved', 65536 * nArenas);
+      pool.charge('weights', resident);
+      pool.charge('activations', m.actPlan.peakBytes);
+      pool.charge('pageTables', tableBytes * cache.tableBase.size);
+      const slotArenas = new Set(weights.layers.map((L) => L.arena)).size;
+      if (hybrid) pool.charge('slots', 2 * slotArenas * ffnSlotBytes(cfg, bundles!));
+      if (streamAll) pool.charge('slots', 2 * slotArenas * streamAll.slotBytes + streamAll.out.bytes + streamAll.embd.slotBytes);
+      if (sparse) pool.charge('neuronCache', cfg.nLayers * capacity * bundles!.recordBytes);
+      m.kv = new PagedKV(weights, cache, pool.attachKV(cache.pages, pageSize, 2 * cache.pageBytes * cfg.nLayers), ctx, cfg.vocabSize);
+      m.sparsity = sparse ? undefined : thresholds;
       if (hybrid || naive || sparse) {
         m.readPlan = chooseReadPlan(path, opts);
         // sparse mode reads single records: 512-byte alignment unless records are whole pages
@@ -292,7 +351,7 @@ export class Model {
           })), { nFF: cfg.ffnDim, recordBytes: bundles!.recordBytes, capacity, window, collapseGap: gap, maxReadBytes: m.readPlan.maxReadBytes, admission: opts.admission });
           m.sparse = {
             src, pred: filePred ? new LowRankPredictor(cfg, weights, state) : new AllPredictor(cfg.ffnDim),
-            thr: thresholds ?? new Float32Array(cfg.nLayers), plans: makeSparsePlans(cfg, weights, m.plans), ids: new Int32Array(cfg.ffnDim),
+            sp: thresholds ?? { rule: 'abs', t: new Float32Array(cfg.nLayers) }, plans: makeSparsePlans(cfg, weights, m.plans), ids: new Int32Array(cfg.ffnDim),
             stats: { predicted: 0, computed: 0, dropped: 0, stallMs: 0 }, capacity, window, collapseGap: gap,
           };
         } else if (streamAll) {
@@ -326,7 +385,68 @@ export class Model {
   }
 
   get ctx(): number {
-    return this.cache.ctx;
+    return this.kv.maxPositions;
+  }
+
+  /** The KV view of the sequence being computed: a locked sequence step's, else the plain verbs'. */
+  private get cache(): KVCache {
+    return (this.cur ?? this.defaultSeq()).view;
+  }
+
+  private defaultSeq(): Sequence {
+    if (!this.seq0 || this.seq0.isClosed) {
+      const s = this.kv.tryOpen(this.ctx);
+      if (!s) throw new EngineError(`the KV cache is taken by ${this.kv.sequences} open sequence(s): prefill/decodeOne need ${this.ctx} positions`);
+      this.seq0 = s;
+    }
+    return this.seq0;
+  }
+
+  /** Opens a sequence of up to `positions` KV positions (prompt + new tokens), waiting first come
+   * first served for pages and a page table; see engine/kv.ts. Close it when done. */
+  openSequence(positions: number, signal?: AbortSignal): Promise<Sequence> {
+    return this.kv.open(positions, signal);
+  }
+
+  /** Runs f with `seq` as the sequence being computed, one at a time (forward passes share the
+   * activation buffers; flash modes await reads mid-pass). */
+  private async withSeq(seq: Sequence, f: () => Promise<Float32Array>): Promise<Float32Array> {
+    const prev = this.lock;
+    let release!: () => void;
+    this.lock = new Promise<void>((r) => (release = r));
+    await prev;
+    const saved = this.pos;
+    this.cur = seq;
+    this.pos = seq.pos;
+    try {
+      const logits = await f();
+      seq.logits.set(logits); // the next sequence's step overwrites the shared logits
+      return seq.logits;
+    } finally {
+      seq.pos = this.pos;
+      this.cur = undefined;
+      this.pos = saved;
+      release();
+    }
+  }
+
+  /** prefillAsync for an open sequence; returns the sequence's own logits [vocab]. */
+  prefillSeq(seq: Sequence, tokens: number[]): Promise<Float32Array> {
+    return this.withSeq(seq, () => this.prefillAsync(tokens));
+  }
+
+  /** decodeAsync for an open sequence. */
+  decodeSeq(seq: Sequence, token: number): Promise<Float32Array> {
+    return this.withSeq(seq, () => this.decodeAsync(token));
+  }
+
+  /** Resolves when no sequence step is running or queued. */
+  async idle(): Promise<void> {
+    let l: Promise<void>;
+    do {
+      l = this.lock;
+      await l;
+    } while (l !== this.lock);
   }
 
   /** Forget the sequence (the KV entries are simply overwritten from position 0). */
@@ -337,22 +457,26 @@ export class Model {
   private step(token: number): Float32Array {
     if (this.ffnSource || this.sparse) throw new EngineError('internal: a flash-mode model runs through the async verbs (prefillAsync, decodeAsync, generate)');
     this.checkRoom();
-    const logits = forward(this.cfg, this.weights, this.state, this.plans, this.cache, this.compute, token, this.pos, this.ffnProbe, this.thresholds);
+    const logits = forward(this.cfg, this.weights, this.state, this.plans, this.cache, this.compute, token, this.pos, this.ffnProbe, this.sparsity);
     this.pos++;
     return logits;
   }
 
   private checkPrompt(tokens: number[]): void {
     if (tokens.length === 0) throw new EngineError('empty prompt');
-    if (this.pos + tokens.length > this.cache.ctx) {
-      throw new EngineError(`prompt of ${tokens.length} tokens does not fit the context (${this.cache.ctx - this.pos} positions left; raise --ctx, up to the model's ${this.cfg.ctxLen})`);
+    const room = this.cur?.maxPositions ?? this.ctx;
+    if (this.pos + tokens.length > room) {
+      throw new EngineError(`prompt of ${tokens.length} tokens does not fit the context (${room - this.pos} positions left; raise --ctx, up to the model's ${this.cfg.ctxLen})`);
     }
   }
 
+  /** Checks there is room for position pos and makes sure its KV page is allocated. */
   private checkRoom(): void {
-    if (this.pos >= this.cache.ctx) {
-      throw new EngineError(`context full: ${this.cache.ctx} positions used (raise --ctx, up to the model's ${this.cfg.ctxLen})`);
+    const seq = this.cur ?? this.defaultSeq();
+    if (this.pos >= seq.maxPositions) {
+      throw new EngineError(`context full: ${seq.maxPositions} positions used (raise --ctx, up to the model's ${this.cfg.ctxLen})`);
     }
+    seq.ensure(this.pos);
   }
 
   private async stepAsync(token: number): Promise<Float32Array> {
@@ -361,7 +485,7 @@ export class Model {
       const z = this.sparse;
       const s0 = z.stats.stallMs;
       const logits = await forwardSparse(this.cfg, this.weights, this.state, this.plans, z.plans, this.cache, this.compute, token, this.pos,
-        z.src, z.pred, z.thr, z.ids, z.stats, this.passes++);
+        z.src, z.pred, z.sp, z.ids, z.stats, this.passes++);
       this.stall.ms += z.stats.stallMs - s0;
       this.times.ioStallMs = this.stall.ms;
       this.pos++;
@@ -369,7 +493,7 @@ export class Model {
     }
     if (!this.ffnSource) return this.step(token);
     this.checkRoom();
-    const logits = await forwardStreamed(this.cfg, this.weights, this.state, this.plans, this.cache, this.compute, token, this.pos, this.ffnSource, this.stall, this.ffnProbe, this.thresholds);
+    const logits = await forwardStreamed(this.cfg, this.weights, this.state, this.plans, this.cache, this.compute, token, this.pos, this.ffnSource, this.stall, this.ffnProbe, this.sparsity);
     this.times.ioStallMs = this.stall.ms;
     this.pos++;
     return logits;
@@ -420,15 +544,15 @@ export class Model {
    * Generate after `prompt` (token ids, BOS included if wanted). Yields each new token as soon as it
    * is sampled; the async boundary lets a server interleave I/O between tokens.
    */
-  async *generate(prompt: number[], o: GenerateOptions): AsyncGenerator<GeneratedToken> {
+  async *generate(prompt: number[], o: GenerateOptions, seq?: Sequence): AsyncGenerator<GeneratedToken> {
     const sampler = new Sampler(this.cfg.vocabSize, o);
-    let logits = await this.prefillAsync(prompt);
+    let logits = seq ? await this.prefillSeq(seq, prompt) : await this.prefillAsync(prompt);
     for (let i = 0; i < o.maxTokens; i++) {
       if (o.signal?.aborted) return;
       const id = sampler.sample(logits);
       if ((o.stopOnEos ?? true) && (id === this.tokenizer.eos || (this.tokenizer as Partial<TokenizerInfo>).isEog?.(id))) return;
       yield { id, bytes: this.tokenizer.tokenBytes(id) };
-      if (i + 1 < o.maxTokens) logits = await this.decodeAsync(id);
+      if (i + 1 < o.maxTokens) logits = seq ? await this.decodeSeq(seq, id) : await this.decodeAsync(id);
     }
   }
 
@@ -444,7 +568,7 @@ export class Model {
   memory(): { weights: number; kv: number; arenas: number } {
     let arenas = 0;
     for (const s of this.state.arenas.keys()) arenas += s.capacity;
-    return { weights: this.weights.bytes, kv: this.cache.bytes, arenas };
+    return { weights: this.weights.bytes, kv: this.kvPool.bytes, arenas };
   }
 
   async close(): Promise<void> {

@@ -27,6 +27,7 @@ import {
   CalibrationMismatchError, readGateWeights, writeWithPredictors, type PredType, type PredictorLayerData,
 } from '../formats/predictors.js';
 import { thresholdForSparsity } from './calibrate.js';
+import type { SparsityRule } from '../model/llama.js';
 import { PredictorWorkspace, predictorWorkspaceBytes, trainPredictor, type LowRankPredictor } from './predictor-train.js';
 import { predictorThresholds } from './predictor-eval.js';
 
@@ -41,6 +42,9 @@ export class SparsifyError extends Error {
 
 export interface SparsifyOptions {
   sparsity?: number; // target inactive fraction on the calibration data, 0..0.99 (default 0.6)
+  /** 'abs' (CATS: |act(g)| ≥ t active, from the calibration codes; default) or 'gate' (g ≥ t active,
+   * g = W_gate·x recomputed from the calibration inputs: a half-line a linear predictor can learn) */
+  rule?: SparsityRule;
   rank?: number | number[]; // predictor rank, or one per layer (default 256; lowered to what the data allows)
   targetRecall?: number; // default 0.97
   epochs?: number; // BCE epochs (trainer default 3)
@@ -54,8 +58,8 @@ export interface SparsifyOptions {
 export interface SparsifyLayer {
   layer: number;
   rank: number;
-  code: number; // activation code threshold (code ≥ this ⇔ active)
-  threshold: number; // t_l on |act(gate·x)|
+  code: number; // activation code threshold (code ≥ this ⇔ active; rule 'abs' only, else -1)
+  threshold: number; // t_l on |act(gate·x)| (rule 'abs') or on gate·x (rule 'gate')
   activeFrac: number; // calibration (token, neuron) pairs active at t_l, all tokens
   heldOutActiveFrac: number;
   recall: number; // held-out
@@ -70,6 +74,7 @@ export interface SparsifyLayer {
 export interface SparsifyResult {
   out: string;
   sparsity: number;
+  rule: SparsityRule;
   predType: PredType;
   tokens: { total: number; fitted: number; cutoff: number; heldOut: number };
   layers: SparsifyLayer[];
@@ -85,6 +90,8 @@ export async function sparsify(modelPath: string, calibPath: string, opts: Spars
   const sparsity = opts.sparsity ?? 0.6;
   const recallTarget = opts.targetRecall ?? 0.97;
   const predType = opts.predType ?? 'q8_0';
+  const rule = opts.rule ?? 'abs';
+  if (rule !== 'abs' && rule !== 'gate') throw new SparsifyError(`rule '${String(rule)}' (use abs or gate)`);
   if (!(sparsity >= 0 && sparsity <= 0.99)) throw new SparsifyError(`sparsity ${sparsity} not in [0, 0.99]`);
   if (!(recallTarget > 0 && recallTarget <= 1)) throw new SparsifyError(`target recall ${recallTarget} not in (0, 1]`);
   if (predType !== 'q8_0' && predType !== 'f32') throw new SparsifyError(`predictor type '${String(predType)}' (use q8_0 or f32)`);
@@ -125,7 +132,8 @@ export async function sparsify(modelPath: string, calibPath: string, opts: Spars
   const compute = await Compute.create({ threads: opts.threads ?? 2 });
   try {
     const trainBytes = predictorWorkspaceBytes({ n: nTrain, dim, ffn, rank: maxRank, gateW: true });
-    const ws = new PredictorWorkspace(compute, Math.max(trainBytes, scoreBytes(dim, ffn, maxRank)));
+    const gateBytes = rule === 'gate' ? (ffn * dim + EVAL_BATCH * (dim + ffn)) * 4 + 128 : 0;
+    const ws = new PredictorWorkspace(compute, Math.max(trainBytes, scoreBytes(dim, ffn, maxRank), gateBytes));
     const gateW = new Float32Array(ffn * dim);
     const fb = Math.ceil(ffn / 8);
     const results: SparsifyLayer[] = [];
@@ -134,18 +142,24 @@ export async function sparsify(modelPath: string, calibPath: string, opts: Spars
     opts.onProgress?.({ phase: 'train', done: 0, total: nLayers });
     for (let l = 0; l < nLayers; l++) {
       const tl = performance.now();
-      const hist = cal.hist(l);
-      const th = thresholdForSparsity(hist, sparsity);
-      thresholds[l] = th.threshold;
-      const code = cal.code(l);
-      const target = new Uint8Array(n * fb);
-      let act = 0;
-      for (let t = 0; t < n; t++) {
-        const o = t * ffn, bo = t * fb;
-        for (let j = 0; j < ffn; j++) if (code[o + j]! >= th.code) { target[bo + (j >> 3)]! |= 1 << (j & 7); act++; }
-      }
       const x = cal.x(l);
       readGateWeights(f, layout, l, gateW);
+      const target = new Uint8Array(n * fb);
+      let act = 0;
+      let th: { code: number; threshold: number };
+      if (rule === 'gate') {
+        const g = gateTargets(compute, ws, x, gateW, n, dim, ffn, sparsity, target);
+        th = { code: -1, threshold: g.tau };
+        act = g.active;
+      } else {
+        th = thresholdForSparsity(cal.hist(l), sparsity);
+        const code = cal.code(l);
+        for (let t = 0; t < n; t++) {
+          const o = t * ffn, bo = t * fb;
+          for (let j = 0; j < ffn; j++) if (code[o + j]! >= th.code) { target[bo + (j >> 3)]! |= 1 << (j & 7); act++; }
+        }
+      }
+      thresholds[l] = th.threshold;
       const { predictor: p } = trainPredictor(compute, {
         n: nTrain, dim, ffn, x: x.subarray(0, nTrain * dim), target: target.subarray(0, nTrain * fb), gateW,
       }, { rank: ranks[l]!, epochs: opts.epochs, seed: opts.seed, targetRecall: recallTarget, validation: nv, workspace: ws });
@@ -167,17 +181,55 @@ export async function sparsify(modelPath: string, calibPath: string, opts: Spars
     const tTrain = performance.now();
     const out = opts.out ?? modelPath;
     writeWithPredictors(modelPath, out, {
-      layers: stored, sparsity, thresholds, predType,
+      layers: stored, sparsity, thresholds, rule, predType,
       calibration: { path: calibPath, tokens: n, files: cal.meta.files.length, identity: cal.meta.modelIdentity },
     }, (done, total) => opts.onProgress?.({ phase: 'write', done, total }));
     const tEnd = performance.now();
     return {
-      out, sparsity, predType, tokens: { total: n, fitted: nt, cutoff: nv, heldOut: nHeld }, layers: results, warnings,
+      out, sparsity, rule, predType, tokens: { total: n, fitted: nt, cutoff: nv, heldOut: nHeld }, layers: results, warnings,
       seconds: { train: (tTrain - t0) / 1000, write: (tEnd - tTrain) / 1000, total: (tEnd - t0) / 1000 },
     };
   } finally {
     await compute.close();
   }
+}
+
+/**
+ * Rule 'gate' targets: G = X·W_gateᵀ in batches of EVAL_BATCH tokens on gemm (in the training
+ * workspace, free before training); τ = the `sparsity` quantile of g over every 4th token's values
+ * (a 55M-value sort at 13B shapes would take longer than the gemms); then the bits g ≥ τ for all n
+ * tokens into `target` [n × ceil(ffn/8)].
+ */
+function gateTargets(c: Compute, ws: PredictorWorkspace, x: Float32Array, gateW: Float32Array, n: number, dim: number, ffn: number, sparsity: number, target: Uint8Array): { tau: number; active: number } {
+  const W = ws.base, X = W + ffn * dim * 4, G = X + EVAL_BATCH * dim * 4;
+  if (G + EVAL_BATCH * ffn * 4 > ws.base + ws.bytes) throw new SparsifyError(`gate workspace too small (${ws.bytes} bytes)`);
+  const a = ws.arena;
+  a.f32(W, ffn * dim).set(gateW);
+  const each = (step: number, fn: (t: number, g: Float32Array) => void): void => {
+    const ids: number[] = [];
+    for (let t = 0; t < n; t += step) ids.push(t);
+    for (let i0 = 0; i0 < ids.length; i0 += EVAL_BATCH) {
+      const m = Math.min(EVAL_BATCH, ids.length - i0);
+      const xb = a.f32(X, m * dim);
+      for (let i = 0; i < m; i++) xb.set(x.subarray(ids[i0 + i]! * dim, (ids[i0 + i]! + 1) * dim), i * dim);
+      c.gemm(a, { a: X, b: W, c: G, m, n: ffn, k: dim, transB: true, work: ws.gemmWork });
+      const g = a.f32(G, m * ffn);
+      for (let i = 0; i < m; i++) fn(ids[i0 + i]!, g.subarray(i * ffn, (i + 1) * ffn));
+    }
+  };
+  const step = n >= 64 ? 4 : 1;
+  const sample = new Float32Array(Math.ceil(n / step) * ffn);
+  let k = 0;
+  each(step, (_t, g) => { sample.set(g, k); k += ffn; });
+  sample.sort();
+  const tau = sample[Math.min(sample.length - 1, Math.floor(sparsity * sample.length))]!;
+  const fb = Math.ceil(ffn / 8);
+  let active = 0;
+  each(1, (t, g) => {
+    const bo = t * fb;
+    for (let j = 0; j < ffn; j++) if (g[j]! >= tau) { target[bo + (j >> 3)]! |= 1 << (j & 7); active++; }
+  });
+  return { tau, active };
 }
 
 /** Workspace bytes the scorer uses: A, B, one batch of x, h and scores (f32). */

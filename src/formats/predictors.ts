@@ -16,7 +16,8 @@
 // Metadata (flashlm.sparse.* / flashlm.predictor.*):
 //   flashlm.sparse.version u32 = 1;  flashlm.sparse.sparsity f32 (target fraction of inactive
 //   (token, neuron) pairs on the calibration data);  flashlm.sparse.threshold f32[nLayers]
-//   (t_l: a neuron is active when |act(gate·x)| ≥ t_l);  flashlm.predictor.rank u32[nLayers];
+//   (t_l: a neuron is active when |act(gate·x)| ≥ t_l, or with rule 'gate' when gate·x ≥ t_l);
+//   flashlm.sparse.rule string 'abs'|'gate' (absent: 'abs');  flashlm.predictor.rank u32[nLayers];
 //   flashlm.predictor.type string 'q8_0'|'f32';  flashlm.predictor.recall / .precision /
 //   .over_read f32[nLayers] (held-out calibration tokens, for inspect);
 //   flashlm.predictor.model_identity string (calibration's modelIdentity = this file's);
@@ -45,6 +46,7 @@ export const PK = {
   version: 'flashlm.sparse.version',
   sparsity: 'flashlm.sparse.sparsity',
   threshold: 'flashlm.sparse.threshold',
+  rule: 'flashlm.sparse.rule',
   rank: 'flashlm.predictor.rank',
   type: 'flashlm.predictor.type',
   recall: 'flashlm.predictor.recall',
@@ -88,7 +90,8 @@ export interface PredictorLayerData {
 export interface PredictorAddition {
   layers: PredictorLayerData[];
   sparsity: number;
-  thresholds: Float32Array; // [nLayers] t_l on |act(gate)|
+  thresholds: Float32Array; // [nLayers] t_l on |act(gate)| (rule 'abs') or on gate·x (rule 'gate')
+  rule?: 'abs' | 'gate'; // default 'abs'
   predType: PredType;
   calibration: { path: string; tokens: number; files: number; identity: string };
 }
@@ -169,6 +172,7 @@ export function writeWithPredictors(flashPath: string, outPath: string, add: Pre
   set(PK.version, VT.UINT32, SPARSE_VERSION);
   set(PK.sparsity, VT.FLOAT32, add.sparsity);
   set(PK.threshold, VT.ARRAY, Float32Array.from(add.thresholds), VT.FLOAT32);
+  set(PK.rule, VT.STRING, add.rule ?? 'abs');
   set(PK.rank, VT.ARRAY, Uint32Array.from(add.layers.map((p) => p.rank)), VT.UINT32);
   set(PK.type, VT.STRING, add.predType);
   set(PK.recall, VT.ARRAY, Float32Array.from(add.layers.map((p) => p.recall)), VT.FLOAT32);
@@ -279,7 +283,10 @@ function checkAddition(add: PredictorAddition, nLayers: number, dim: number, nFF
   if (add.layers.length !== nLayers) bad(`${add.layers.length} layers, the model has ${nLayers}`);
   if (add.thresholds.length !== nLayers) bad(`${add.thresholds.length} thresholds, the model has ${nLayers} layers`);
   if (!Number.isSafeInteger(add.calibration.tokens) || add.calibration.tokens < 0 || add.calibration.tokens > 0xffffffff) bad(`calibration tokens ${add.calibration.tokens}`);
-  add.thresholds.forEach((t, l) => { if (!(t >= 0)) bad(`layer ${l}: threshold ${t} is not ≥ 0`); });
+  const rule = add.rule ?? 'abs';
+  if (rule !== 'abs' && rule !== 'gate') bad(`rule '${String(rule)}' (abs or gate)`);
+  // abs: |act| ≥ t needs t ≥ 0; gate: any finite pre-activation cutoff
+  add.thresholds.forEach((t, l) => { if (rule === 'abs' ? !(t >= 0) : !Number.isFinite(t)) bad(`layer ${l}: threshold ${t} is not ${rule === 'abs' ? '≥ 0' : 'finite'}`); });
   if (add.predType === 'q8_0' && dim % 32 !== 0) bad(`q8_0 predictors need dim % 32 == 0 (dim ${dim}); use f32`);
   add.layers.forEach((p, l) => {
     const r = p.rank;
@@ -299,6 +306,7 @@ export interface PredictorMeta {
   version: number;
   sparsity: number;
   thresholds: Float32Array; // [nLayers]
+  rule: 'abs' | 'gate';
   ranks: number[]; // [nLayers]
   type: PredType;
   recall: Float32Array; // [nLayers], held out
@@ -330,7 +338,9 @@ export function readPredictorMeta(f: GGUFFile): PredictorMeta | undefined {
   const sp = f.metadata.get(PK.sparsity);
   if (!sp || typeof sp.value !== 'number' || !(sp.value >= 0 && sp.value < 1)) bad(PK.sparsity, 'missing or not a number in [0, 1)');
   const thresholds = f32s(PK.threshold);
-  thresholds.forEach((t, l) => { if (!(t >= 0)) bad(PK.threshold, `layer ${l}: ${t} is not ≥ 0`); });
+  const rule: unknown = f.metadata.get(PK.rule)?.value ?? 'abs';
+  if (rule !== 'abs' && rule !== 'gate') return bad(PK.rule, `'${String(rule)}' is not abs or gate`);
+  thresholds.forEach((t, l) => { if (rule === 'abs' ? !(t >= 0) : !Number.isFinite(t)) bad(PK.threshold, `layer ${l}: ${t} is not ${rule === 'abs' ? '≥ 0' : 'finite'}`); });
   const rk = f.metadata.get(PK.rank);
   if (!rk || !(rk.value instanceof Uint32Array)) return bad(PK.rank, 'missing or not a uint32 array');
   if (rk.value.length !== nLayers) bad(PK.rank, `${rk.value.length} entries for ${nLayers} layers`);
@@ -361,7 +371,7 @@ export function readPredictorMeta(f: GGUFFile): PredictorMeta | undefined {
     return { a: get(predName(l, 'a'), [L.dim, r], pt), b: get(predName(l, 'b'), [r, nFF], pt), thr: get(predName(l, 'thr'), [nFF], TensorType.F32) };
   });
   return {
-    version, sparsity: sp!.value as number, thresholds, ranks, type, recall, precision, overRead, modelIdentity: id, calibrationTokens, tensors,
+    version, sparsity: sp!.value as number, thresholds, rule, ranks, type, recall, precision, overRead, modelIdentity: id, calibrationTokens, tensors,
   };
 }
 
@@ -420,7 +430,7 @@ export function describePredictors(f: GGUFFile): string[] {
   const ranks = [...new Set(m.ranks)];
   const bytes = m.tensors.reduce((s, t) => s + t.a.bytes + t.b.bytes + t.thr.bytes, 0);
   return [
-    `sparse        v${m.version}: target sparsity ${(100 * m.sparsity).toFixed(0)}%, |act| thresholds ${Math.min(...m.thresholds).toPrecision(3)}..${Math.max(...m.thresholds).toPrecision(3)} over ${n} layers`,
+    `sparse        v${m.version}: target sparsity ${(100 * m.sparsity).toFixed(0)}%, ${m.rule === 'gate' ? 'gate' : '|act|'} thresholds ${Math.min(...m.thresholds).toPrecision(3)}..${Math.max(...m.thresholds).toPrecision(3)} over ${n} layers`,
     `  predictors  ${m.type}, rank ${ranks.length === 1 ? ranks[0] : `${Math.min(...ranks)}..${Math.max(...ranks)}`}, ${(bytes / 1e6).toFixed(1)} MB; held-out recall ${mean(m.recall).toFixed(3)} ` +
       `(min ${Math.min(...m.recall).toFixed(3)}), precision ${mean(m.precision).toFixed(3)}, over-read ${mean(m.overRead).toFixed(2)}×; ${m.calibrationTokens} calibration tokens`,
   ];

@@ -389,6 +389,16 @@ export function attentionBlock(cfg: LlamaConfig, w: LlamaWeights, plans: Plans, 
 }
 
 /**
+ * Per-layer activation sparsity: which FFN neurons are dropped (their h_i = 0), layer l at t[l].
+ *  'abs'  (CATS, arXiv 2404.08763): |act(g_i)| < t (t = 0: none). For SiLU this keeps a band of
+ *         negative g (|SiLU| peaks at 0.278 near g = −1.28) as well as g above a cutoff.
+ *  'gate' the gate pre-activation itself: g_i < t (t = −∞: none). One half-line, so a linear
+ *         predictor of g can learn it; drops every negative contribution when t ≥ 0.
+ */
+export type SparsityRule = 'abs' | 'gate';
+export interface Sparsity { rule: SparsityRule; t: Float32Array /* [nLayers] */ }
+
+/**
  * Sees each layer's FFN between the gate/up projections and the activation: xb = the FFN input
  * (normalized) [dim], hb = gate pre-activations G·x [ffnDim], hb2 = up projections U·x [ffnDim],
  * all f32 in the layer's arena (ArenaState offsets). For calibration; must not write.
@@ -396,15 +406,21 @@ export function attentionBlock(cfg: LlamaConfig, w: LlamaWeights, plans: Plans, 
 export type FFNProbe = (l: number, s: ArenaState) => void;
 
 /**
- * h = act(g) ⊙ u over rows [0, n) of hb (gate pre-activations) and hb2 (up), into hb; with t > 0,
- * CATS-style sparsity (arXiv 2404.08763): h_i = 0 where |act(g_i)| < t. The mask is taken before
- * the kernel overwrites hb, and the kernel computes every h_i exactly as in the dense path, so t = 0
- * is bit-identical to no threshold.
+ * h = act(g) ⊙ u over rows [0, n) of hb (gate pre-activations) and hb2 (up), into hb, with
+ * threshold t under `rule` (see Sparsity) dropping neurons: h_i = 0. The mask is taken before the
+ * kernel overwrites hb, and the kernel computes every h_i exactly as in the dense path, so "no
+ * threshold" (abs: t = 0, gate: t = −∞) is bit-identical to the dense path.
  */
-export function gatedAct(cfg: LlamaConfig, c: Compute, s: ArenaState, n: number, t: number): number {
+export function gatedAct(cfg: LlamaConfig, c: Compute, s: ArenaState, n: number, t: number, rule: SparsityRule = 'abs'): number {
   const { hbF, mask } = s;
   let dropped = 0;
-  if (t > 0) {
+  if (rule === 'gate' && t > -Infinity) {
+    for (let i = 0; i < n; i++) {
+      const m = hbF[i]! < t ? 1 : 0;
+      mask[i] = m;
+      dropped += m;
+    }
+  } else if (rule === 'abs' && t > 0) {
     const relu = cfg.act === 'relu';
     for (let i = 0; i < n; i++) {
       const g = hbF[i]!;
@@ -421,7 +437,7 @@ export function gatedAct(cfg: LlamaConfig, c: Compute, s: ArenaState, n: number,
 }
 
 /** Layer l's feed-forward block: h = act(G·x) ⊙ (U·x); y = D·h; residual added. */
-function ffnBlock(cfg: LlamaConfig, w: LlamaWeights, plans: Plans, c: Compute, l: number, probe?: FFNProbe, thr?: Float32Array): void {
+function ffnBlock(cfg: LlamaConfig, w: LlamaWeights, plans: Plans, c: Compute, l: number, probe?: FFNProbe, sp?: Sparsity): void {
   const L = w.layers[l]!;
   const P = plans.layers[l]!;
   const s = P.s;
@@ -429,7 +445,8 @@ function ffnBlock(cfg: LlamaConfig, w: LlamaWeights, plans: Plans, c: Compute, l
   c.rmsnorm(a, s.x, L.ffnNorm, s.xb, cfg.dim, cfg.normEps);
   project(c, a, s.xq, P.gateUp);
   probe?.(l, s);
-  gatedAct(cfg, c, s, cfg.ffnDim, thr?.[l] ?? 0);
+  if (sp) gatedAct(cfg, c, s, cfg.ffnDim, sp.t[l]!, sp.rule);
+  else gatedAct(cfg, c, s, cfg.ffnDim, 0);
   if (P.downT) c.matvecT(a, P.downT);
   else project(c, a, s.xq, P.down);
   c.add(a, s.x, s.tmp, cfg.dim);
@@ -448,12 +465,12 @@ export function output(cfg: LlamaConfig, w: LlamaWeights, st: RunState, plans: P
  * One token through the network at position `pos` (KV for positions < pos must be in `cache`).
  * Returns the logits view [vocab] (overwritten by the next call).
  */
-export function forward(cfg: LlamaConfig, w: LlamaWeights, st: RunState, plans: Plans, cache: KVCache, c: Compute, token: number, pos: number, probe?: FFNProbe, thr?: Float32Array): Float32Array {
+export function forward(cfg: LlamaConfig, w: LlamaWeights, st: RunState, plans: Plans, cache: KVCache, c: Compute, token: number, pos: number, probe?: FFNProbe, sp?: Sparsity): Float32Array {
   if (pos >= cache.ctx) throw new RangeError(`position ${pos} beyond the KV cache (${cache.ctx} positions)`);
   let s = embed(cfg, w, st, c, token);
   for (let l = 0; l < cfg.nLayers; l++) {
     s = attentionBlock(cfg, w, plans, cache, c, l, pos, s);
-    ffnBlock(cfg, w, plans, c, l, probe, thr);
+    ffnBlock(cfg, w, plans, c, l, probe, sp);
   }
   return output(cfg, w, st, plans, c, s);
 }
@@ -466,7 +483,7 @@ export function forward(cfg: LlamaConfig, w: LlamaWeights, st: RunState, plans: 
  */
 export async function forwardStreamed(
   cfg: LlamaConfig, w: LlamaWeights, st: RunState, plans: Plans, cache: KVCache, c: Compute, token: number, pos: number,
-  src: FFNSource, stall: { ms: number }, probe?: FFNProbe, thr?: Float32Array,
+  src: FFNSource, stall: { ms: number }, probe?: FFNProbe, sp?: Sparsity,
 ): Promise<Float32Array> {
   if (pos >= cache.ctx) throw new RangeError(`position ${pos} beyond the KV cache (${cache.ctx} positions)`);
   const n = cfg.nLayers;
@@ -491,7 +508,7 @@ export async function forwardStreamed(
     if (all) await wait(l);
     s = attentionBlock(cfg, w, plans, cache, c, l, pos, s);
     if (!all) await wait(l);
-    ffnBlock(cfg, w, plans, c, l, probe, thr);
+    ffnBlock(cfg, w, plans, c, l, probe, sp);
   }
   if (all) await wait(n);
   src.prefetch(0, last); // the next token starts with layer 0: read it during the output layer

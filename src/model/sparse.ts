@@ -1,13 +1,13 @@
 // Sparse mode's forward pass ("LLM in a flash" §3): per layer, a low-rank predictor guesses from
 // the FFN input which neurons will be active, flash/ makes those neurons' row-column bundles
 // resident in the layer's DRAM neuron matrix (reading only the missing ones), and the FFN runs over
-// the matrix's rows [0, n) with the CATS threshold applied (|act(gate)| < t → dropped). Neurons the
+// the matrix's rows [0, n) with the sparsity threshold applied (Sparsity: CATS |act(g)| < t or gate g < t). Neurons the
 // window kept resident but the predictor did not name are computed too (they are in DRAM already,
 // and the threshold decides their fate exactly). Row order does not change the result.
 import type { Compute, MatvecJob } from '../kernels/index.js';
 import {
   attentionBlock, checkToken, embed, gatedAct, output,
-  type ArenaState, type KVCache, type LlamaConfig, type LlamaWeights, type Plans, type RunState,
+  type ArenaState, type KVCache, type LlamaConfig, type LlamaWeights, type Plans, type RunState, type Sparsity,
 } from './llama.js';
 
 /** The rows of a layer's neuron matrix to compute over (records at off + r·recordBytes, r < n). */
@@ -127,13 +127,13 @@ export interface SparseStats {
 }
 
 /**
- * One token in sparse mode. `thr[l]` is layer l's activation threshold (0: none); `ids` is scratch
+ * One token in sparse mode. `sparsity` holds the per-layer activation thresholds and their rule; `ids` is scratch
  * [ffnDim]. The reads for layer l happen after its attention block and predictor, while no
  * compute is pending (speculative prefetch of layer l+1 comes later).
  */
 export async function forwardSparse(
   cfg: LlamaConfig, w: LlamaWeights, st: RunState, plans: Plans, sp: SparsePlan[], cache: KVCache, c: Compute,
-  token: number, pos: number, src: NeuronSource, pred: Predictor, thr: Float32Array, ids: Int32Array, stats: SparseStats, pass: number,
+  token: number, pos: number, src: NeuronSource, pred: Predictor, sparsity: Sparsity, ids: Int32Array, stats: SparseStats, pass: number,
 ): Promise<Float32Array> {
   if (pos >= cache.ctx) throw new RangeError(`position ${pos} beyond the KV cache (${cache.ctx} positions)`);
   checkToken(cfg, token);
@@ -156,7 +156,7 @@ export async function forwardSparse(
       P.gateUp.jobs[1]!.w = rows.off + b.upOff;
       c.prepareX(a, P.gateUp.type, s.xb, s.xq, cfg.dim);
       c.matvec(a, P.gateUp.jobs);
-      stats.dropped += gatedAct(cfg, c, s, rows.n, thr[l] ?? 0);
+      stats.dropped += gatedAct(cfg, c, s, rows.n, sparsity.t[l]!, sparsity.rule);
       P.downT.rows = rows.n;
       P.downT.w = rows.off + b.downOff;
       c.matvecT(a, P.downT);

@@ -40,6 +40,22 @@ test('sparse mode with thresholds = dense RAM mode with the same thresholds on t
   assert.notDeepEqual(ram.logits[0], dense.logits[0]);
 });
 
+test('gate rule: t = −∞ is bit-identical to dense; finite τ = the same in RAM and sparse mode, and drops g < τ', async () => {
+  const path = await flashLayoutCached(o, 'q8_0');
+  const dense = await greedyRun(path, prompt, steps, { mode: 'ram' });
+  const none = await greedyRun(path, prompt, steps, { mode: 'ram', thresholds: new Float32Array(3).fill(-Infinity), rule: 'gate' });
+  for (let i = 0; i < steps; i++) assert.deepEqual(none.logits[i], dense.logits[i], `step ${i}`);
+  const thr = new Float32Array([-0.05, 0, 0.02]);
+  const ram = await greedyRun(path, prompt, steps, { mode: 'ram', thresholds: thr, rule: 'gate' });
+  const sp = await greedyRun(path, prompt, steps, { mode: 'sparse', predictor: 'all', thresholds: thr, rule: 'gate' });
+  assert.deepEqual(sp.tokens, ram.tokens);
+  for (let i = 0; i < steps; i++) assert.deepEqual(sp.logits[i], ram.logits[i], `step ${i}`);
+  assert.notDeepEqual(ram.logits[0], dense.logits[0]);
+  // roughly half of the gate pre-activations of a random model are below ~0: a large share dropped
+  const z = sp.model.sparse!.stats;
+  assert.ok(z.dropped > 0.3 * z.computed && z.dropped < 0.7 * z.computed, `dropped ${z.dropped} of ${z.computed}`);
+});
+
 test('sparse mode with a small neuron matrix: fewer rows than neurons, reads only what is missing', async () => {
   const path = await flashLayoutCached(o, 'q8_0');
   const m = await Model.load(path, { ctx: 16, mode: 'sparse', predictor: 'all', neuronCapacity: 100, window: 1 });

@@ -180,3 +180,33 @@ test('sparse mode runs the stored predictors; a small matrix keeps the most like
   assert.equal(s.src.stats.overflow, 0, 'the predictor trims to the capacity, so nothing overflows');
   for (const m of s.src.matrices) m.check();
 });
+
+test('sparsify --rule gate: τ is the sparsity quantile of g = W_gate·x, targets g ≥ τ, stored rule drives the engine', async () => {
+  const out = join(dir, 'gate.gguf');
+  const r = await sparsify(model, calib, { out, rank: 32, predType: 'f32', sparsity: 0.7, targetRecall: 0.97, rule: 'gate' });
+  assert.equal(r.rule, 'gate');
+  assert.ok(verifyModel(out).ok);
+  const g = readGGUF(out);
+  const m = readPredictorMeta(g)!;
+  assert.equal(m.rule, 'gate');
+  for (let l = 0; l < 2; l++) {
+    const L = r.layers[l]!;
+    assert.equal(m.thresholds[l], Math.fround(L.threshold));
+    // τ from every 4th token's values: the share of all (token, neuron) pairs with g ≥ τ is ≈ 30%
+    assert.ok(Math.abs(L.activeFrac - 0.3) < 0.03, `layer ${l}: active ${L.activeFrac}`);
+    // a half-line of g is what a linear predictor can learn: far better than the base rate
+    assert.ok(L.recall > 0.85, `layer ${l}: held-out recall ${L.recall}`);
+    assert.ok(L.precision > 1.5 * L.heldOutActiveFrac, `layer ${l}: precision ${L.precision} vs active ${L.heldOutActiveFrac}`);
+  }
+  // the engine reads the rule from the file: the oracle in RAM mode and sparse mode with every
+  // neuron predicted agree exactly, and both differ from dense
+  const prompt = [1, 300, 301, 302];
+  const dense = await greedyRun(out, prompt, 4, { mode: 'ram' });
+  const ram = await greedyRun(out, prompt, 4, { mode: 'ram', thresholds: 'file' });
+  const sp = await greedyRun(out, prompt, 4, { mode: 'sparse', predictor: 'all', thresholds: 'file' });
+  assert.equal(ram.model.sparsity?.rule, 'gate');
+  assert.deepEqual(sp.tokens, ram.tokens);
+  for (let i = 0; i < 4; i++) assert.deepEqual(sp.logits[i], ram.logits[i], `step ${i}`);
+  assert.notDeepEqual(ram.logits[0], dense.logits[0]);
+  assert.ok(sp.model.sparse!.stats.dropped > 0);
+});
