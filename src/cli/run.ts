@@ -3,6 +3,7 @@ import { Model } from '../engine/model.js';
 import { ensureDemoModel, DEMO_SYNTH } from '../engine/demo.js';
 import { fmtBytes, Progress } from './progress.js';
 import { describePlan, parseMemory } from '../memory/budget.js';
+import { describeLiveness } from '../memory/liveness.js';
 import { fileSize } from '../formats/fsutil.js';
 import { readSummary } from '../flash/neuron-source.js';
 import { intFlag, numFlag, optIntFlag, parse, strFlag, UsageError, type Flags } from './main.js';
@@ -102,6 +103,10 @@ async function generateWith(modelPath: string, flags: Flags, promptDefault?: str
   bar.finish();
   for (const w of model.warnings) process.stderr.write(`flashlm: warning: ${w}\n`);
   if (model.plan && flags.verbose && !json) process.stderr.write(`${describePlan(model.plan)}\n`);
+  if (flags.verbose && !json) {
+    const a = model.actPlan;
+    process.stderr.write(`${describeLiveness(a.out, a.steps)}\n  all ${a.arenas} arena(s): activations ${fmtBytes(a.peakBytes)} (naive sum ${fmtBytes(a.naiveBytes)})\n`);
+  }
   if (model.readPlan && flags.verbose && !json) {
     const r = model.readPlan;
     process.stderr.write(`flash reads: up to ${r.maxReadBytes} B each, ${r.inFlight} in flight (${r.source})\n`);
@@ -164,6 +169,10 @@ async function generateWith(modelPath: string, flags: Flags, promptDefault?: str
       threads,
       ctx: model.ctx,
       memory_bytes: { weights: mem.weights, kv_cache: mem.kv, arenas: mem.arenas },
+      // activation buffers under the liveness plan (buffers with disjoint lifetimes share bytes) vs all apart
+      activations: { peak_bytes: model.actPlan.peakBytes, naive_bytes: model.actPlan.naiveBytes, arenas: model.actPlan.arenas },
+      kv_pages: (({ pageSize, pages, peakUsed }) => ({ page_size: pageSize, pages, peak_used: peakUsed }))(model.kv.stats()),
+      memory_pool: { charged: model.pool.charged, ...model.pool.stats().parts },
       peak_rss_bytes: process.resourceUsage().maxRSS * 1024,
       budget_bytes: model.plan?.budget ?? null,
     };
