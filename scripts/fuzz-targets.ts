@@ -1,8 +1,8 @@
-// Fuzz targets: for each parser, seed inputs (built here from synth models and hand-made files), a
-// fast-check arbitrary of mutation plans over them, and the function that runs the parser on an input
-// directory. An input is a set of files; the parser must either succeed or throw one of the project's
-// typed errors. Used by scripts/fuzz.ts (`npm run fuzz`), test/fuzz/smoke.test.ts and
-// test/fuzz/regressions.test.ts.
+// Fuzz targets: for each parser (and the server's request validation), seed inputs (built here from
+// synth models and hand-made files), a fast-check arbitrary of mutation plans over them, and the
+// function that runs the parser on an input directory. An input is a set of files; the parser must
+// either succeed or throw one of the project's typed errors (the server target: RequestError). Used
+// by scripts/fuzz.ts (`npm run fuzz`), test/fuzz/smoke.test.ts and test/fuzz/regressions.test.ts.
 
 import fc from 'fast-check';
 import * as fs from 'node:fs';
@@ -17,6 +17,9 @@ import { openModel } from '../src/formats/source.js';
 import { ModelConfigError, configFromMetadata } from '../src/model/llama.js';
 import { BYTE_TO_CHAR } from '../src/tokenizer/bpe.js';
 import { ggufVocabMetadataFromHFDir, tokenizerFromGGUF, tokenizerFromHFDir, type Tokenizer } from '../src/tokenizer/index.js';
+import { RequestError } from '../src/server/errors.js';
+import { parseJSON } from '../src/server/http.js';
+import { validateChatRequest, validateCompletionRequest, type ChatRequest, type CompletionRequest } from '../src/server/validate.js';
 import { clone, encodeGGUF, encodeSafetensors, raw, stringify, type GGUFKV, type GModel } from './fuzz-codec.js';
 
 export type Files = Record<string, Uint8Array>;
@@ -27,6 +30,8 @@ export const isTyped = (e: unknown): boolean => TYPED_ERRORS.some((c) => e insta
 
 export interface Target {
   name: string;
+  /** the errors this target may throw (default: TYPED_ERRORS) */
+  typed?: (new (...a: never[]) => Error)[];
   /** fast-check arbitrary of inputs (seeds built once per process) */
   arb(): fc.Arbitrary<Files>;
   /** runs the parser(s) on the files in `dir` */
@@ -351,7 +356,8 @@ function setAt(root: J, p: (string | number)[], val: J, del = false): J {
 }
 
 interface JEdit { kind: number; path: number; focus: number; v: J; p: Perturb }
-const jEditArb: fc.Arbitrary<JEdit> = fc.record({ kind: fc.nat(9), path: fc.nat(), focus: fc.nat(), v: jsonArb, p: perturbArb });
+const jEditArbOf = (v: fc.Arbitrary<J>): fc.Arbitrary<JEdit> => fc.record({ kind: fc.nat(9), path: fc.nat(), focus: fc.nat(), v, p: perturbArb });
+const jEditArb = jEditArbOf(jsonArb);
 
 /** Applies edits to a tree: replace / delete / perturb a node, at a focus path or anywhere. */
 function applyJEdits(root0: J, edits: JEdit[], focus: (string | number)[][]): J {
@@ -398,12 +404,16 @@ function applyJEdits(root0: J, edits: JEdit[], focus: (string | number)[][]): J 
 }
 
 interface JPlan { edits: JEdit[]; bytes: ByteMut[]; text: number }
-const jPlanArb = (maxEdits: number): fc.Arbitrary<JPlan> =>
-  fc.record({ edits: fc.array(jEditArb, { minLength: 0, maxLength: maxEdits }), bytes: bytesPlan(2), text: fc.nat(19) });
+const jPlanArb = (maxEdits: number, edit: fc.Arbitrary<JEdit> = jEditArb): fc.Arbitrary<JPlan> =>
+  fc.record({ edits: fc.array(edit, { minLength: 0, maxLength: maxEdits }), bytes: bytesPlan(2), text: fc.nat(19) });
 
 /** Tree → file bytes: usually the edited tree, sometimes text-level damage on top. */
 function jsonFile(tree: J, plan: JPlan, focus: (string | number)[][]): Uint8Array {
-  const t = applyJEdits(tree, plan.edits, focus);
+  return jsonBytes(applyJEdits(tree, plan.edits, focus), plan);
+}
+
+/** An (edited) tree → file bytes, with the plan's text-level damage. */
+function jsonBytes(t: J, plan: JPlan): Uint8Array {
   const text = stringify(t);
   const buf = Buffer.from(text, 'utf8');
   // boundaries for cuts: after every ',' / '{' / '[' (section boundaries of a JSON text)
@@ -622,6 +632,190 @@ function stInput(seed: { header: J; data: Uint8Array }, p: STPlan): Uint8Array {
 }
 
 // ---------------------------------------------------------------------------------------------
+// server request bodies: POST /v1/completions and /v1/chat/completions (src/server/http.ts's
+// parseJSON, then src/server/validate.ts)
+
+const REQ_LIMITS = { ctx: 2048, vocabSize: 32000 };
+const COMPLETION_BODIES: J[] = [
+  { prompt: 'def fibonacci(n):' },
+  { model: 'flashlm', prompt: 'Hello', max_tokens: 16, temperature: 0.7, top_p: 0.9, top_k: 40, seed: 42, stop: ['\n', '###'], stream: true,
+    stream_options: { include_usage: true }, n: 1, echo: false, logprobs: null, user: 'u', logit_bias: { 50256: -100 } },
+  { prompt: [1, 15043, 3186, 31999], max_tokens: 4, temperature: 0, stop: 'END' },
+  { prompt: ['one prompt'], max_tokens: 2048, seed: -3, stream: false, presence_penalty: 0.5 },
+];
+const CHAT_BODIES: J[] = [
+  { messages: [{ role: 'user', content: 'hi' }] },
+  { model: 'flashlm', messages: [{ role: 'system', content: 'You are terse.' }, { role: 'user', content: 'Say hi' },
+    { role: 'assistant', content: [{ type: 'text', text: 'Hi' }, { type: 'text', text: '!' }] }, { role: 'user', content: [{ type: 'text', text: 'again' }] }],
+    max_completion_tokens: 8, temperature: 1.2, top_p: 1, stop: null, stream: true, stream_options: { include_usage: false },
+    tools: [{ type: 'function', function: { name: 'f', parameters: {} } }], response_format: { type: 'text' } },
+  { messages: [{ role: 'assistant', content: '' }, { role: 'user', content: 'x', name: 'bob' }], max_tokens: 1, top_k: 0, seed: 9007199254740991 },
+];
+const REQ_FIELDS = ['model', 'prompt', 'messages', 'max_tokens', 'max_completion_tokens', 'temperature', 'top_p', 'top_k', 'seed', 'stop',
+  'stream', 'stream_options', 'n'];
+const REQ_FOCUS: (string | number)[][] = [...REQ_FIELDS.map((k) => [k]), ['prompt', 0], ['prompt', 1], ['stop', 0], ['stream_options', 'include_usage'],
+  ['messages', 0], ['messages', 0, 'role'], ['messages', 0, 'content'], ['messages', 1, 'role'], ['messages', 1, 'content'],
+  ['messages', 2, 'content', 0], ['messages', 2, 'content', 0, 'type'], ['messages', 2, 'content', 1, 'text']];
+/** keys special to JS objects, and the request's own fields (a duplicate key: JSON.parse keeps the last) */
+const INJECT_KEYS = ['__proto__', 'constructor', 'prototype', 'toString', 'valueOf', 'hasOwnProperty', '__defineGetter__', 'then', 'length',
+  'role', 'content', 'type', 'text', ...REQ_FIELDS];
+/** strings that look like numbers (or not quite) */
+const NANLIKE = ['NaN', '-NaN', 'Infinity', '-Infinity', '1e999', '0x10', '1_000', ' 1', '1 ', '', 'null', 'true', 'undefined', '-0', '٣', '１', '1e3', '16'];
+/** numbers at and beyond the edges the fields accept (ctx 2048, vocab 32000), non-safe integers, subnormals */
+const REQ_NUMS = [0, -0, 1, -1, 2, 2.0000001, 1.0000001, 0.5, 4, 2047, 2048, 2049, 31999, 32000, 32001, 2 ** 31, 2 ** 32, 2 ** 53 - 1, 2 ** 53,
+  2 ** 53 + 2, -(2 ** 53), -(2 ** 53) - 2, 1e308, -1e308, 5e-324, -5e-324, 1e-7];
+const reqValueArb: fc.Arbitrary<J> = fc.oneof(
+  { weight: 4, arbitrary: jsonArb },
+  { weight: 3, arbitrary: fc.constantFrom(...REQ_NUMS) },
+  { weight: 2, arbitrary: fc.constantFrom(...NANLIKE) },
+  { weight: 1, arbitrary: fc.constantFrom(raw('NaN'), raw('Infinity'), raw('-Infinity'), raw('1e400'), raw('-1e400'), raw('+1'), raw('.5'), raw('01'),
+    raw('0x10'), raw('1.'), raw('undefined'), raw('1e-400'), raw('2048.0'), raw('2.0e3'), raw('-0.0')) },
+  { weight: 2, arbitrary: fc.array(fc.oneof(fc.constantFrom(...REQ_NUMS), strArb), { maxLength: 6 }) },
+  { weight: 1, arbitrary: fc.constantFrom<J>({}, [], [[]], { type: 'text' }, { type: 'text', text: 1 }, [{ type: 'image_url', image_url: { url: 'x' } }],
+    [{ type: 'text', text: 'a' }, null], { role: 'user', content: 'x' }, [{ role: 'user', content: 'x' }], { include_usage: 'yes' }, [1.5], [-1], [32000]) },
+);
+
+/** Body-level operations after the tree edits: a key injected into the body or a message (first or
+ * last: the duplicate that wins), huge strings / arrays / key counts, deep nesting in a field, a body
+ * that is not an object. */
+type ReqOp =
+  | { k: 'inject'; key: number; v: J; where: number; first: boolean }
+  | { k: 'huge'; what: number; n: number; s: string; bad: number }
+  | { k: 'deep'; field: number; d: number; kind: number }
+  | { k: 'root'; i: number };
+const reqOpArb: fc.Arbitrary<ReqOp> = fc.oneof(
+  { weight: 4, arbitrary: fc.record({ k: fc.constant('inject' as const), key: fc.nat(), v: reqValueArb, where: fc.nat(), first: fc.boolean() }) },
+  { weight: 2, arbitrary: fc.record({ k: fc.constant('huge' as const), what: fc.nat(9), n: fc.constantFrom(100, 5000, 60_000, 250_000, 1_000_000), s: strArb, bad: fc.nat(5) }) },
+  { weight: 1, arbitrary: fc.record({ k: fc.constant('deep' as const), field: fc.nat(), d: fc.constantFrom(10, 1000, 100_000, 500_000), kind: fc.nat(2) }) },
+  { weight: 1, arbitrary: fc.record({ k: fc.constant('root' as const), i: fc.nat() }) },
+);
+const BODY_BUDGET = (1 << 20) - 1024; // the server reads at most 1 MiB (MAX_BODY_BYTES)
+const repeatTo = (s: string, bytes: number): string => {
+  const u = s || 'a';
+  return u.repeat(Math.max(1, Math.floor(bytes / Math.max(1, Buffer.byteLength(u)))));
+};
+const DEEP_FIELDS = ['prompt', 'messages', 'stop', 'stream_options', 'model', 'max_tokens', 'temperature', 'extra', 'msg-content', 'msg-role'];
+
+function applyReqOps(root0: J, ops: ReqOp[], keys: [string, string][]): J {
+  let root = root0;
+  const isObj = (x: J): x is Record<string, J> => typeof x === 'object' && x !== null && !Array.isArray(x) && !('__raw' in x);
+  for (const op of ops) {
+    if (op.k === 'root') {
+      const alts: J[] = [[], 'prompt', null, 1, true, [root], {}, raw(''), raw('  \n'), raw('{}{}'), raw('{"prompt":"a"} x'), [{ role: 'user', content: 'x' }]];
+      root = alts[op.i % alts.length]!;
+      continue;
+    }
+    if (!isObj(root)) continue;
+    const o = root;
+    const msgs = Array.isArray(o.messages) ? o.messages : undefined;
+    if (op.k === 'inject') {
+      const objs: Record<string, J>[] = [o, ...(msgs ?? []).filter(isObj)];
+      const t = objs[op.where % objs.length]!;
+      const marker = `\u0001inject${keys.length}`;
+      keys.push([marker, INJECT_KEYS[op.key % INJECT_KEYS.length]!]);
+      if (op.first) {
+        const rest = Object.entries(t);
+        for (const [k] of rest) delete t[k];
+        t[marker] = op.v;
+        for (const [k, v] of rest) t[k] = v;
+      } else t[marker] = op.v;
+    } else if (op.k === 'huge') {
+      const n = Math.min(op.n, BODY_BUDGET);
+      const ms = (): J[] => (Array.isArray(o.messages) ? o.messages : (o.messages = [{ role: 'user', content: 'x' }])) as J[];
+      const badId = [REQ_LIMITS.vocabSize, -1, 1.5, '7', null, 0][op.bad]!;
+      switch (op.what) {
+        case 0: o.prompt = repeatTo(op.s, n); break;
+        case 1: {
+          const ids = Array.from({ length: Math.max(1, Math.floor(n / 7)) }, (_, i) => (i * 7919) % REQ_LIMITS.vocabSize) as J[];
+          if (op.bad < 5) ids[(op.n * 31) % ids.length] = badId;
+          o.prompt = ids;
+          break;
+        }
+        case 2: o.messages = Array.from({ length: Math.max(1, Math.floor(n / 40)) }, (_, i) => ({ role: ['system', 'user', 'assistant'][i % 3]!, content: `m${i}` })); break;
+        case 3: {
+          const m = ms();
+          const parts: J[] = Array.from({ length: Math.max(1, Math.floor(n / 30)) }, () => ({ type: 'text', text: 'p' }));
+          if (op.bad < 2) parts[parts.length - 1] = op.bad === 0 ? { type: 'text' } : null;
+          m[0] = { role: 'user', content: parts };
+          break;
+        }
+        case 4: o.stop = Array.from({ length: Math.max(1, Math.floor(n / 6)) }, (_, i) => `s${i}`); break;
+        case 5: { const m = ms(); m[m.length - 1] = { role: 'user', content: repeatTo(op.s, n) }; break; }
+        case 6: for (let i = 0; i < Math.floor(n / 16); i++) o[`x${i}`] = i; break;
+        case 7: o.model = repeatTo(op.s, n); break;
+        case 8: { const m = ms(); m[0] = { role: repeatTo(op.s, n), content: 'x' }; break; }
+        default: { // a number literal of n digits
+          const f = ['max_tokens', 'temperature', 'seed', 'top_k', 'top_p', 'n'][op.bad]!;
+          o[f] = raw(op.bad % 2 ? '0.' + '0'.repeat(n) + '1' : '9'.repeat(n));
+        }
+      }
+    } else {
+      const unit = [2, 6, 25][op.kind]!; // bytes per level
+      const d = Math.min(op.d, Math.floor(BODY_BUDGET / unit));
+      const nest = raw(op.kind === 0 ? '['.repeat(d) + ']'.repeat(d) : op.kind === 1 ? '{"a":'.repeat(d) + '1' + '}'.repeat(d)
+        : '[{"type":"text","text":'.repeat(d) + '"x"' + '}]'.repeat(d));
+      const f = DEEP_FIELDS[op.field % DEEP_FIELDS.length]!;
+      if (f === 'msg-content' || f === 'msg-role') {
+        const m = Array.isArray(o.messages) ? o.messages : (o.messages = []);
+        m.push({ role: f === 'msg-role' ? nest : 'user', content: f === 'msg-content' ? nest : 'x' });
+      } else o[f] = nest;
+    }
+  }
+  return root;
+}
+
+interface ReqPlan { chat: boolean; cross: number; seed: number; j: JPlan; ops: ReqOp[]; utf8: { i: number; j: number }[] }
+const reqPlanArb: fc.Arbitrary<ReqPlan> = fc.record({
+  chat: fc.boolean(), cross: fc.nat(9), seed: fc.nat(), j: jPlanArb(3, jEditArbOf(reqValueArb)),
+  ops: fc.oneof({ weight: 3, arbitrary: fc.constant([] as ReqOp[]) }, { weight: 2, arbitrary: fc.array(reqOpArb, { minLength: 1, maxLength: 2 }) }),
+  utf8: fc.oneof({ weight: 4, arbitrary: fc.constant([] as { i: number; j: number }[]) }, { weight: 1, arbitrary: fc.array(fc.record({ i: fc.nat(), j: fc.nat(BAD_UTF8.length - 1) }), { minLength: 1, maxLength: 2 }) }),
+});
+
+/** A request body (chat.json for /v1/chat/completions, completions.json for /v1/completions; one in
+ * ten goes to the other endpoint). */
+function reqInput(p: ReqPlan): Files {
+  const seeds = p.chat ? CHAT_BODIES : COMPLETION_BODIES;
+  const keys: [string, string][] = [];
+  const tree = applyReqOps(applyJEdits(seeds[p.seed % seeds.length], p.j.edits, REQ_FOCUS), p.ops, keys);
+  let text = stringify(tree);
+  for (const [m, k] of keys) text = text.split(JSON.stringify(m)).join(JSON.stringify(k));
+  let b = Buffer.from(jsonBytes(raw(text), p.j));
+  for (const u of p.utf8) { // invalid UTF-8 right after a quote: most likely inside a string
+    const quotes: number[] = [];
+    for (let i = 0; i < b.length && quotes.length < 5000; i++) if (b[i] === 0x22) quotes.push(i + 1);
+    const at = quotes.length ? quotes[u.i % quotes.length]! : 0;
+    b = Buffer.concat([b.subarray(0, at), Buffer.from(BAD_UTF8[u.j]!), b.subarray(at)]);
+  }
+  const chat = p.cross === 0 ? !p.chat : p.chat;
+  return { [chat ? 'chat.json' : 'completions.json']: b };
+}
+
+/** What the server relies on in a request that validated (any break is a failure, not a typed error). */
+function checkRequest(r: CompletionRequest | ChatRequest): void {
+  const fail = (what: string): never => { throw new Error(`validated request breaks its contract: ${what}`); };
+  const isInt = (x: unknown, lo: number, hi: number): boolean => typeof x === 'number' && Number.isInteger(x) && x >= lo && x <= hi;
+  if (r.maxTokens !== undefined && !isInt(r.maxTokens, 1, REQ_LIMITS.ctx)) fail(`maxTokens ${r.maxTokens}`);
+  if (!(typeof r.temperature === 'number' && r.temperature >= 0 && r.temperature <= 2)) fail(`temperature ${r.temperature}`);
+  if (!(typeof r.topP === 'number' && r.topP > 0 && r.topP <= 1)) fail(`topP ${r.topP}`);
+  if (!isInt(r.topK, 0, Number.MAX_SAFE_INTEGER)) fail(`topK ${r.topK}`);
+  if (r.seed !== undefined && !isInt(r.seed, Number.MIN_SAFE_INTEGER, Number.MAX_SAFE_INTEGER)) fail(`seed ${r.seed}`);
+  if (!Array.isArray(r.stop) || r.stop.length > 4 || !r.stop.every((s) => typeof s === 'string' && s !== '')) fail('stop');
+  if (typeof r.stream !== 'boolean' || typeof r.includeUsage !== 'boolean') fail('stream / includeUsage');
+  if (r.model !== undefined && typeof r.model !== 'string') fail('model');
+  if ('prompt' in r) {
+    const p = r.prompt;
+    if (typeof p === 'string') { if (p === '') fail('empty prompt'); }
+    else if (!Array.isArray(p) || p.length === 0 || !p.every((id) => isInt(id, 0, REQ_LIMITS.vocabSize - 1))) fail('prompt ids');
+  } else {
+    const ms = (r as ChatRequest).messages;
+    if (!Array.isArray(ms) || ms.length === 0) fail('messages');
+    for (const m of ms) {
+      if (!['system', 'user', 'assistant'].includes(m.role) || typeof m.content !== 'string') fail(`message ${JSON.stringify(m).slice(0, 80)}`);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
 // targets
 
 const SAMPLE = 'Hello world, the <s> and </s> user<|im_end|> <|endoftext|>\n\t  ça 🤖 123 ▁x <0x41> \uD800 done';
@@ -795,6 +989,28 @@ export const TARGETS: Target[] = [
       configFromMetadata(f.metadata);
     },
   },
+  {
+    // every body must validate (and then keep the request contract) or be refused with a RequestError
+    // (400, invalid_request_error, a bounded message): nothing else may escape
+    name: 'server-request',
+    typed: [RequestError],
+    arb: () => reqPlanArb.map(reqInput),
+    exec(dir) {
+      for (const f of fs.readdirSync(dir)) {
+        const kind = f === 'chat.json' ? 'chat' : f === 'completions.json' ? 'completion' : undefined;
+        if (!kind) continue;
+        try {
+          const body = parseJSON(fs.readFileSync(path.join(dir, f)));
+          checkRequest(kind === 'chat' ? validateChatRequest(body, REQ_LIMITS) : validateCompletionRequest(body, REQ_LIMITS));
+        } catch (e) {
+          if (e instanceof RequestError && (e.status !== 400 || e.type !== 'invalid_request_error' || e.message.length > 1000)) {
+            throw new Error(`RequestError with status ${e.status}, type ${e.type}, a message of ${e.message.length} characters: ${e.message.slice(0, 200)}`);
+          }
+          throw e;
+        }
+      }
+    },
+  },
 ];
 
 export const targetByName = (n: string): Target => {
@@ -821,7 +1037,7 @@ export function runOne(t: Target, dir: string): Outcome {
     return { ok: true };
   } catch (e) {
     const err = e instanceof Error ? e : new Error(String(e));
-    return { ok: false, typed: isTyped(e), name: err.name, message: err.message.slice(0, 500), stack: err.stack ?? '' };
+    return { ok: false, typed: t.typed ? t.typed.some((c) => e instanceof c) : isTyped(e), name: err.name, message: err.message.slice(0, 500), stack: err.stack ?? '' };
   }
 }
 

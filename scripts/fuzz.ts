@@ -1,4 +1,4 @@
-// Fuzz harness for the parsers (issue 7): `npm run fuzz [-- options]`.
+// Fuzz harness for the parsers and the server's request validation (issue 7): `npm run fuzz [-- options]`.
 //
 //   node dist/scripts/fuzz.js [--target gguf,safetensors,..] [--runs 10000] [--seed 1]
 //        [--slow-ms 2000] [--hang-ms 20000] [--mem-mb 64] [--out test/fixtures/fuzz] [--no-save]
