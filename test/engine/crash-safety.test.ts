@@ -1,12 +1,15 @@
-// Crash safety of the file writers: `flashlm convert --layout flash`, `flashlm calibrate` and
-// `flashlm sparsify` (in place) run as child processes and are SIGKILLed at seeded random points of
-// their write (the first kill of each command as soon as its temp file appears, the others a random
-// delay into the write window measured on an uninterrupted run). After every kill the output must be
-// the previous complete file (same bytes) or the new complete one (same bytes as an uninterrupted
-// run, and it verifies) — never partial; and the next run must remove the temp files the killed one
-// left (removeStaleTemps: entries named after a dead pid). The last run of each command is not
-// killed: it must succeed and leave no temp file behind. Seed: $CRASH_SEED (default below).
-// Bounded: 4 kills per command (12), ~6 child runs per command.
+// Crash safety of the file writers: `flashlm convert --layout flash`, `flashlm calibrate`,
+// `flashlm sparsify` and `flashlm place` (both in place) run as child processes and are SIGKILLed at
+// seeded random points of their write (the first kill of each command as soon as its temp file
+// appears, the others a random delay into the write window measured on an uninterrupted run). After
+// every kill the output must be the previous complete file (same bytes) or the new complete one (same
+// bytes as an uninterrupted run, and it verifies) — never partial; and the next run must remove the
+// temp files the killed one left (removeStaleTemps: entries named after a dead pid). The last run of
+// each command is not killed: it must succeed and leave no temp file behind. Seed: $CRASH_SEED
+// (default below).
+// place rewrites its own input, so a run that finished (not killed) would make the next one place an
+// already placed file (other bytes): the model is put back to the old file before each run.
+// Bounded: 4 kills per command (16), ~6 child runs per command.
 import { mulberry32 } from '../../src/engine/sample.js';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
@@ -35,7 +38,7 @@ const o: SynthOptions = { layers: 2, hidden: 256, ffn: 1024, heads: 4, kvHeads: 
 const rng = mulberry32;
 
 const sha = (p: string): string | null => (existsSync(p) ? createHash('sha256').update(readFileSync(p)).digest('hex') : null);
-const TEMP_RE = (base: string) => new RegExp(`^${base.replace(/[.]/g, '\\.')}\\.(?:tmp|flash|sparsify|old)-(\\d+)`);
+const TEMP_RE = (base: string) => new RegExp(`^${base.replace(/[.]/g, '\\.')}\\.(?:tmp|flash|sparsify|place|old)-(\\d+)`);
 /** Temp entries of writers of dir/base (any pid). */
 const temps = (dir: string, base: string): string[] => readdirSync(dir).filter((n) => TEMP_RE(base).test(n)).sort();
 
@@ -83,16 +86,20 @@ interface Outcome { kill: number; delayMs: number; killed: boolean; out: 'old' |
  * The kill loop for one command writing dir/base. `args` runs the command; `isNew` checks a complete
  * new output beyond its bytes (verify). Before: dir/base holds a complete older file (`oldSha`).
  */
-async function killLoop(name: string, args: string[], dir: string, base: string, newSha: string, writeMs: number, isNew: (p: string) => void, seed: number): Promise<Outcome[]> {
+async function killLoop(name: string, args: string[], dir: string, base: string, newSha: string, writeMs: number, isNew: (p: string) => void, seed: number,
+  restore?: string): Promise<Outcome[]> {
   const out = join(dir, base);
   const oldSha = sha(out);
   assert.ok(oldSha && oldSha !== newSha, `${name}: the old output must exist and differ from the new`);
+  // `restore`: a copy of the old file, put back before a run when a previous run completed
+  const putBack = (): void => { if (restore && sha(out) !== oldSha) copyFileSync(restore, out); };
   const rand = rng(seed);
   const outcomes: Outcome[] = [];
   let prevStale: string[] = [];
   for (let k = 0; k < KILLS_PER_COMMAND; k++) {
     // first kill: as soon as the temp file exists (leaves a partial temp); then anywhere in the write
     const delay = k === 0 ? 0 : Math.round(rand() * 1.2 * writeMs);
+    putBack();
     const before = sha(out);
     const r = await runCli(args, dir, base, delay);
     if (!r.killed) assert.equal(r.code, 0, `${name}: unkilled run failed: ${r.stderr}`);
@@ -110,6 +117,7 @@ async function killLoop(name: string, args: string[], dir: string, base: string,
   }
   assert.ok(outcomes[0]!.killed && outcomes[0]!.staleLeft > 0, `${name}: the kill at temp-file creation should leave a temp file (got ${JSON.stringify(outcomes[0])})`);
   // an uninterrupted run: succeeds, removes every leftover, output is the new file
+  putBack();
   const fin = await runCli(args, dir, base);
   assert.equal(fin.code, 0, `${name}: final run failed: ${fin.stderr}`);
   assert.equal(sha(out), newSha, `${name}: final output differs from an uninterrupted run's`);
@@ -124,7 +132,7 @@ const verifies = (p: string): void => {
   assert.ok(v.ok, `${p}: ${JSON.stringify(v.mismatches.slice(0, 2))}`);
 };
 
-test('SIGKILLed convert / calibrate / sparsify leave the old or the new complete file, and the next run removes their temp files', { timeout: 120_000 }, async () => {
+test('SIGKILLed convert / calibrate / sparsify / place leave the old or the new complete file, and the next run removes their temp files', { timeout: 300_000 }, async () => {
   const dir = testDir('crash-safety');
   const src = await synthModelCached(o);
   const text = join(ROOT, 'src', 'formats'); // real text for calibrate (the synth tokenizer falls back to bytes)
@@ -163,7 +171,20 @@ test('SIGKILLed convert / calibrate / sparsify leave the old or the new complete
   copyFileSync(ref, sp);
   count(await killLoop('sparsify', spArgs(sp), dir, 's.gguf', sha(sref)!, base2.writeMs, verifies, SEED + 2));
 
-  assert.ok(kills >= 3 && kills <= 3 * KILLS_PER_COMMAND, `${kills} kills`);
+  // --- place in place: old = the flash file in its converted order, new = Ripple's placement from the
+  // 96-token calibration (deterministic: same input, same bytes)
+  const plArgs = (model: string) => ['place', model, '--calib', cref];
+  const pref = join(dir, 'pref.gguf');
+  copyFileSync(ref, pref);
+  const base3 = await runCli(plArgs(pref), dir, 'pref.gguf');
+  assert.equal(base3.code, 0, base3.stderr);
+  verifies(pref);
+  assert.notEqual(sha(pref), sha(ref), 'place left the file unchanged');
+  const pl = join(dir, 'p.gguf');
+  copyFileSync(ref, pl);
+  count(await killLoop('place', plArgs(pl), dir, 'p.gguf', sha(pref)!, base3.writeMs, verifies, SEED + 3, ref));
+
+  assert.ok(kills >= 4 && kills <= 4 * KILLS_PER_COMMAND, `${kills} kills`);
 });
 
 test('removeStaleTemps removes dead writers\' temp files, keeps live ones, and puts back an interrupted swap\'s old directory', () => {
