@@ -231,6 +231,12 @@ export class LanguageModel {
     return this.engine.kv.onRelease(f);
   }
 
+  /** Sparse mode: predicted neurons already resident / all predicted, since load (undefined in other modes). */
+  neuronCacheHitRate(): number | undefined {
+    const s = this.engine.sparse?.src.stats;
+    return s && s.hits + s.needed > 0 ? s.hits / (s.hits + s.needed) : undefined;
+  }
+
   /** Bytes read from flash since load (0 in RAM mode). */
   flashBytesRead(): number {
     return this.engine.flashStats()?.bytes ?? 0;

@@ -9,6 +9,8 @@ export interface GaugeSource {
   budget(): number | undefined;
   /** The paged KV pool, if the model has one. */
   kvPages?(): KVPageStats | undefined;
+  /** Sparse mode's neuron cache hit rate, if any. */
+  hitRate?(): number | undefined;
 }
 
 export class Metrics {
@@ -68,6 +70,8 @@ export class Metrics {
       metric('flashlm_kv_sequences', 'gauge', 'Sequences open in the KV cache.', [['', pages.sequences]]);
       metric('flashlm_kv_sequence_slots', 'gauge', 'Sequences that can be open at once.', [['', pages.slots]]);
     }
+    const hit = g.hitRate?.();
+    if (hit !== undefined) metric('flashlm_neuron_cache_hit_rate', 'gauge', 'Sparse mode: predicted neurons found in DRAM / all predicted, since load.', [['', hit]]);
     const mem = process.memoryUsage();
     metric('flashlm_resident_memory_bytes', 'gauge', 'Resident set size of the server process.', [['', mem.rss]]);
     metric('flashlm_peak_resident_memory_bytes', 'gauge', 'Peak resident set size of the server process.', [['', process.resourceUsage().maxRSS * 1024]]);

@@ -70,6 +70,7 @@ export async function startServer(model: ServedModel, o: ServerOptions = {}): Pr
     flashBytesRead: () => model.flashBytesRead(),
     budget: () => model.budget,
     kvPages: () => model.kvPages?.(),
+    hitRate: () => model.neuronCacheHitRate?.(),
   };
 
   const modelCard = () => ({ id: model.name, object: 'model', created, owned_by: 'flashlm' });

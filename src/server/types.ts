@@ -58,4 +58,6 @@ export interface ServedModel {
   /** Calls f when pages or sequence slots come back. */
   onKVRelease?(f: () => void): () => void;
   kvPages?(): KVPageStats;
+  /** Sparse mode: predicted neurons already in DRAM / all predicted, since load (undefined otherwise). */
+  neuronCacheHitRate?(): number | undefined;
 }

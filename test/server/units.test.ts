@@ -114,7 +114,10 @@ test('Metrics: Prometheus text format', () => {
   m.countRequest('/v1/completions', 200);
   m.countRequest('/v1/completions', 429);
   m.countGeneration(5, 10, 0.5);
-  const text = m.render({ queueLength: () => 3, busy: () => 1, kv: () => ({ used: 7, reserved: 64 }), flashBytesRead: () => 4096, budget: () => 1e9 });
+  const text = m.render({
+    queueLength: () => 3, busy: () => 1, kv: () => ({ used: 7, reserved: 64 }), flashBytesRead: () => 4096, budget: () => 1e9,
+    kvPages: () => ({ pageSize: 16, pages: 64, used: 5, reserved: 3, free: 56, sequences: 2, slots: 8 }), hitRate: () => 0.75,
+  });
   for (const line of text.trimEnd().split('\n')) {
     assert.match(line, /^(# (HELP|TYPE) flashlm_\w+ .+|flashlm_\w+(\{(\w+="[^"]*",?)+\})? -?\d+(\.\d+)?(e[+-]?\d+)?)$/, line);
   }
@@ -127,4 +130,13 @@ test('Metrics: Prometheus text format', () => {
   assert.match(text, /^flashlm_kv_positions_reserved 64$/m);
   assert.match(text, /^flashlm_flash_read_bytes_total 4096$/m);
   assert.match(text, /^flashlm_memory_budget_bytes 1000000000$/m);
+  assert.match(text, /^flashlm_kv_pages_used 5$/m);
+  assert.match(text, /^flashlm_kv_pages_reserved 3$/m);
+  assert.match(text, /^flashlm_kv_pages_free 56$/m);
+  assert.match(text, /^flashlm_kv_pages_total 64$/m);
+  assert.match(text, /^flashlm_kv_sequences 2$/m);
+  assert.match(text, /^flashlm_neuron_cache_hit_rate 0\.75$/m);
+  // without a paged KV pool or sparse mode the gauges are absent
+  const plain = m.render({ queueLength: () => 0, busy: () => 0, kv: () => ({ used: 0, reserved: 8 }), flashBytesRead: () => 0, budget: () => undefined });
+  assert.doesNotMatch(plain, /flashlm_kv_pages|flashlm_neuron_cache_hit_rate/);
 });
