@@ -6,7 +6,7 @@
 // bandwidth (needed bytes / read time), summed read ms/token, I/O wait ms/token, tokens/s.
 //
 //   node dist/bench/ripple.js MODEL.gguf (--placed PLACED.gguf | --calib CALIB.gguf --placed-out P.gguf)
-//        [--cap 50] [-n 16] [--window 5] [--collapse G] [--admission default|ripple|both] [--out results.json]
+//        [--cap 50 | --capacity ROWS] [-n 16] [--window 5] [--collapse G] [--admission default|ripple|both] [--gap-room R] [--runs 1] [--out results.json]
 //   node dist/bench/ripple.js --make-synth DIR [--text /usr/lib/python3.11]   (planted-cluster ReLU model)
 //
 // MODEL is a flash-layout file with predictors (calibrate + sparsify). Without --collapse the gap is
@@ -44,10 +44,10 @@ async function makeSynth(dir: string, text: string): Promise<void> {
 async function main(): Promise<void> {
   const { values, positionals } = parseArgs({
     options: {
-      placed: { type: 'string' }, calib: { type: 'string' }, 'placed-out': { type: 'string' }, cap: { type: 'string', default: '50' },
+      placed: { type: 'string' }, calib: { type: 'string' }, 'placed-out': { type: 'string' }, cap: { type: 'string', default: '50' }, capacity: { type: 'string' },
       prompt: { type: 'string', short: 'p', default: 'def fibonacci(n):' }, n: { type: 'string', short: 'n', default: '16' },
       threads: { type: 'string', default: '2' }, window: { type: 'string', default: '5' }, collapse: { type: 'string' },
-      admission: { type: 'string', default: 'default' }, runs: { type: 'string', default: '1' }, out: { type: 'string' },
+      admission: { type: 'string', default: 'default' }, 'gap-room': { type: 'string' }, runs: { type: 'string', default: '1' }, out: { type: 'string' },
       'make-synth': { type: 'string' }, text: { type: 'string', default: '/usr/lib/python3.11' },
       child: { type: 'string' }, tokens: { type: 'string' }, mode: { type: 'string' }, memory: { type: 'string' }, load: { type: 'string' },
     },
@@ -80,8 +80,11 @@ async function main(): Promise<void> {
   const prompt = tokenizerFromGGUF(f.metadata).encode(values.prompt!);
   const size = statSync(model).size;
   const pct = Number(values.cap);
-  const cap = Math.floor((size * pct) / 100);
-  const limit = cap + RUNTIME_OVERHEAD_BYTES;
+  // --capacity ROWS: neuron-matrix rows per layer instead of a --memory cap (models too small for a
+  // percentage of the file to hold the runtime), run without a cgroup (reads are O_DIRECT either way)
+  const capacity = values.capacity !== undefined ? Number(values.capacity) : undefined;
+  const cap = capacity === undefined ? Math.floor((size * pct) / 100) : undefined;
+  const limit = cap === undefined ? 0 : cap + RUNTIME_OVERHEAD_BYTES;
   const n = Number(values.n), threads = Number(values.threads), window = Number(values.window);
   // the engine's own choice (model.ts): the profile's largest chunk with its best reads in flight
   let gap = values.collapse !== undefined ? Number(values.collapse) : 0;
@@ -96,6 +99,7 @@ async function main(): Promise<void> {
     } catch { /* no profile: 0 */ }
   }
   const admissions = values.admission === 'both' ? ['default', 'ripple'] : [values.admission!];
+  const gapRoom = values['gap-room'] !== undefined ? Number(values['gap-room']) : undefined;
   type Setting = { name: string; file: string; placement: string; collapseGap: number; admission: string };
   const settings: Setting[] = [];
   for (const adm of admissions) {
@@ -107,7 +111,7 @@ async function main(): Promise<void> {
   for (const s of settings) {
     const runs: ChildResult[] = [];
     for (let k = 0; k < Number(values.runs); k++) {
-      const r = spawnChild(self, { engine: 'flashlm', model: s.file, prompt, n, threads, mode: 'sparse', memory: cap, load: { window, collapseGap: s.collapseGap, admission: s.admission } }, limit);
+      const r = spawnChild(self, { engine: 'flashlm', model: s.file, prompt, n, threads, mode: 'sparse', memory: cap, load: { window, collapseGap: s.collapseGap, admission: s.admission, ...(capacity ? { neuronCapacity: capacity } : {}), ...(gapRoom ? { gapRoom } : {}) } }, limit);
       runs.push(r);
     }
     const ok = runs.filter((r) => r.run?.sparse);
@@ -144,10 +148,17 @@ async function main(): Promise<void> {
     return [r.setting as string, a && b ? (inv ? b / a : a / b) : null];
   }));
   const result = {
-    model, placed, model_bytes: size, record_bytes: recordBytes, cap_pct: pct, budget_bytes: cap, cgroup_limit_bytes: limit, prompt: values.prompt, n, threads, window,
-    collapse_gap: gap, collapse_gap_source: gapSource, place_seconds: placeSeconds, runs_per_setting: Number(values.runs),
+    model, placed, model_bytes: size, record_bytes: recordBytes, cap_pct: cap === undefined ? null : pct, budget_bytes: cap ?? null, neuron_capacity: capacity ?? null, cgroup_limit_bytes: limit || null, prompt: values.prompt, n, threads, window,
+    collapse_gap: gap, collapse_gap_source: gapSource, gap_room: gapRoom ?? 0, place_seconds: placeSeconds, runs_per_setting: Number(values.runs),
     same_tokens: rows.every((r) => JSON.stringify(r.tokens) === JSON.stringify(base?.tokens)),
-    rows: rows.map(({ tokens: _t, ...r }) => r),
+    // greedy tokens equal to the identity run's for this many steps (row order changes float sums;
+    // with a full matrix, which predicted neurons overflow depends on the cache contents)
+    rows: rows.map(({ tokens, ...r }) => {
+      const a = (tokens ?? []) as number[], b = (base?.tokens ?? []) as number[];
+      let k = 0;
+      while (k < a.length && a[k] === b[k]) k++;
+      return { ...r, tokens_equal_to_identity: k };
+    }),
     vs_identity: { reads_fewer_x: ratio('reads_per_token'), effective_bandwidth_x: ratio('effective_MBps', true), tokens_per_s_x: ratio('tokens_per_s', true), io_ms_fewer_x: ratio('io_ms_per_token') },
   };
   const json = `${JSON.stringify(result, null, 1)}\n`;

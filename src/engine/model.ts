@@ -78,6 +78,8 @@ export interface LoadModelOptions {
   collapseGap?: number;
   /** sparse: what the neuron matrices keep between tokens ('ripple': linking-aligned, Ripple §5; default the window). */
   admission?: 'default' | 'ripple';
+  /** sparse, collapse on: matrix rows per needed neuron freed (LRU) for gap records when the matrix is full (default 0). */
+  gapRoom?: number;
   /** Flash-layout files: check the header digest at load, each resident tensor's digest as it is
    * loaded and each layer's weights the first time they are read from flash (default true). */
   verify?: boolean;
@@ -348,7 +350,7 @@ export class Model {
           const window = opts.window ?? 5;
           const src = new MatrixNeuronSource(m.reader, weights.layers.map((L, l) => ({
             arena: L.arena, matrixOff: L.matrix!, fileOffset: layers[l]!.bundleOffset, perm: layers[l]!.perm,
-          })), { nFF: cfg.ffnDim, recordBytes: bundles!.recordBytes, capacity, window, collapseGap: gap, maxReadBytes: m.readPlan.maxReadBytes, admission: opts.admission });
+          })), { nFF: cfg.ffnDim, recordBytes: bundles!.recordBytes, capacity, window, collapseGap: gap, maxReadBytes: m.readPlan.maxReadBytes, admission: opts.admission, gapRoom: opts.gapRoom });
           m.sparse = {
             src, pred: filePred ? new LowRankPredictor(cfg, weights, state) : new AllPredictor(cfg.ffnDim),
             sp: thresholds ?? { rule: 'abs', t: new Float32Array(cfg.nLayers) }, plans: makeSparsePlans(cfg, weights, m.plans), ids: new Int32Array(cfg.ffnDim),

@@ -25,6 +25,8 @@ export interface NeuronSourceOptions {
   /** what the matrices keep between tokens: 'default' the window (paper §3.2), 'ripple' the window
    * aligned with the placement's links (LinkingAlignedPolicy, Ripple §5). Default 'default'. */
   admission?: 'default' | 'ripple';
+  /** with collapse on and a full matrix: rows per needed neuron freed (LRU) for gap records (default 0) */
+  gapRoom?: number;
 }
 
 export interface NeuronSourceStats {
@@ -83,6 +85,18 @@ export class MatrixNeuronSource implements NeuronSource {
     st.hits += count - k;
     m.evict(token);
     let need = k;
+    // Collapsed reads land their gap records in matrix rows too (maxGapRecords = free − need): with
+    // a full matrix collapse would silently stop. gapRoom (option, rows per needed neuron) evicts
+    // least recently used neurons (none used by this token) to make room for up to that many gap
+    // records, which stay cached: with a co-activation placement they are the needed ones' neighbours.
+    const room = this.o.collapseGap > 0 ? Math.floor(k * (this.o.gapRoom ?? 0)) : 0;
+    if (room > 0 && k + room > m.free) {
+      try {
+        m.evictLRU(Math.min(m.capacity, k + room), token);
+      } catch (e) {
+        if (!(e instanceof NeuronMatrixFullError)) throw e;
+      }
+    }
     if (need > m.free) {
       try {
         m.evictLRU(need, token);
