@@ -95,6 +95,20 @@ test('memory pool: activation plan below the naive sum, arena bytes accounted, s
   } finally {
     await m.close();
   }
+  // flash modes: read slots are charged too, weights left on flash are not
+  const flash = await flashLayoutCached({ ...SYNTH, dtype: 'f32' }, 'q8_0');
+  for (const mode of ['hybrid', 'naive'] as const) {
+    const f = await Model.load(flash, { mode, ctx: 64, threads: 1, memory: 512 * 2 ** 20 });
+    try {
+      const parts = f.pool.stats().parts;
+      assert.ok(parts.slots > 0, `${mode}: slots charged`);
+      if (mode === 'naive') assert.equal(parts.weights, 0);
+      const audit = f.pool.audit(f.state.arenas.keys());
+      assert.ok(audit.unaccounted >= 0 && audit.unaccounted < 16384, `${mode}: unaccounted ${audit.unaccounted} bytes`);
+    } finally {
+      await f.close();
+    }
+  }
 });
 
 test('flashlm run --stats --json reports activation peak vs naive and KV pages; --verbose prints the plan', async () => {
