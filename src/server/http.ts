@@ -37,9 +37,31 @@ export function readBody(req: IncomingMessage, limit = MAX_BODY_BYTES): Promise<
 }
 
 /** Bad JSON is the client's error (400), whatever JSON.parse says. */
+/** Request bodies nest a few levels (messages → content parts); deeper is refused before JSON.parse,
+ * which would otherwise spend ~1 s of event loop on a 1 MiB body of nested arrays. */
+const MAX_REQUEST_DEPTH = 64;
+
+/** Index of the bracket that opens level max + 1 outside strings, or −1 (one linear scan). */
+function depthOver(text: string, max: number): number {
+  let depth = 0;
+  let inStr = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (inStr) {
+      if (c === 0x5c) i++; // backslash: skip the escaped character
+      else if (c === 0x22) inStr = false;
+    } else if (c === 0x22) inStr = true;
+    else if (c === 0x5b || c === 0x7b) { if (++depth > max) return i; }
+    else if (c === 0x5d || c === 0x7d) depth--;
+  }
+  return -1;
+}
+
 export function parseJSON(buf: Buffer): unknown {
   const text = buf.toString('utf8');
   if (text.trim() === '') throw new RequestError('empty request body: expected a JSON object');
+  const deep = depthOver(text, MAX_REQUEST_DEPTH);
+  if (deep >= 0) throw new RequestError(`request body nested deeper than ${MAX_REQUEST_DEPTH} levels (at character ${deep})`);
   try {
     return JSON.parse(text);
   } catch (e) {

@@ -8,6 +8,7 @@ import { StopMatcher } from '../../src/server/text.js';
 import { FifoScheduler } from '../../src/server/scheduler.js';
 import { ChatFormatter } from '../../src/server/chat.js';
 import { Metrics } from '../../src/server/metrics.js';
+import { parseJSON } from '../../src/server/http.js';
 import { BAD_CHATS, BAD_COMPLETIONS } from './cases.js';
 
 const LIM = { ctx: 100, vocabSize: 512 };
@@ -139,4 +140,16 @@ test('Metrics: Prometheus text format', () => {
   // without a paged KV pool or sparse mode the gauges are absent
   const plain = m.render({ queueLength: () => 0, busy: () => 0, kv: () => ({ used: 0, reserved: 8 }), flashBytesRead: () => 0, budget: () => undefined });
   assert.doesNotMatch(plain, /flashlm_kv_pages|flashlm_neuron_cache_hit_rate/);
+});
+
+test('parseJSON: nesting deeper than 64 levels is a RequestError before JSON.parse; brackets in strings do not count', () => {
+  const deep = Buffer.from('['.repeat(500_000) + ']'.repeat(500_000));
+  const t0 = performance.now();
+  assert.throws(() => parseJSON(deep), (e: unknown) => e instanceof RequestError && /nested deeper than 64/.test(e.message));
+  assert.ok(performance.now() - t0 < 200, 'refused by the linear scan, not after parsing');
+  const ok = '{"a":' + '['.repeat(63) + ']'.repeat(63) + '}';
+  assert.deepEqual(parseJSON(Buffer.from(ok)), JSON.parse(ok));
+  const str = JSON.stringify({ prompt: '['.repeat(1000) + '\\"{{{' });
+  assert.deepEqual(parseJSON(Buffer.from(str)), JSON.parse(str));
+  assert.throws(() => parseJSON(Buffer.from('{"a":' + '['.repeat(64) + ']'.repeat(64) + '}')), RequestError);
 });
