@@ -3,6 +3,7 @@
 // mode needs is derived from that file: per-layer thresholds for a target sparsity (CATS-style on
 // |SiLU(gate·x)|), activation frequencies (neuron-matrix sizing) and the predictors' training data.
 import { readGGUF } from '../formats/gguf.js';
+import { isFlashLayout, openFlashLayout } from '../formats/flash-layout.js';
 import {
   activationCode, codeThreshold, listTextFiles, modelIdentity, readTextFiles, toF16, writeCalibration,
   type CalibrationLayer, type CalibrationMeta,
@@ -123,16 +124,21 @@ export async function calibrate(modelPath: string, o: CalibrateOptions): Promise
     }));
     let k = 0; // calibration token index
     const relu = cfg.act === 'relu';
+    // a placed flash file (flashlm place) holds its FFN rows in placement order: row p of the gate
+    // output is neuron perm[p], and codes are stored by neuron id (what predictors and place index)
+    const g0 = readGGUF(modelPath);
+    const perms = isFlashLayout(g0) ? openFlashLayout(g0).layers.map((L) => (isIdentity(L.perm) ? undefined : L.perm)) : [];
     model.ffnProbe = (l, s) => {
       const L = layers[l]!;
       toF16(s.arena.f32(s.xb, dim), L.x, k * dim);
       const g = s.arena.f32(s.hb, ffn);
       const base = k * ffn;
+      const perm = perms[l];
       for (let i = 0; i < ffn; i++) {
         const z = g[i]!;
         const v = relu ? (z > 0 ? z : 0) : Math.abs(z / (1 + Math.exp(-z)));
         const c = activationCode(v);
-        L.code[base + i] = c;
+        L.code[base + (perm ? perm[i]! : i)] = c;
         L.hist[c]!++;
       }
     };
@@ -148,7 +154,7 @@ export async function calibrate(modelPath: string, o: CalibrateOptions): Promise
     }
     model.ffnProbe = undefined;
     const meta: CalibrationMeta = {
-      modelIdentity: modelIdentity(readGGUF(modelPath)), tokens: n, seqLen: L, files: used, act: cfg.act, nLayers, dim, ffn,
+      modelIdentity: modelIdentity(g0), tokens: n, seqLen: L, files: used, act: cfg.act, nLayers, dim, ffn,
     };
     writeCalibration(o.out, meta, layers);
     return {
@@ -164,4 +170,9 @@ export async function calibrate(modelPath: string, o: CalibrateOptions): Promise
   } finally {
     await model.close();
   }
+}
+
+function isIdentity(perm: ArrayLike<number>): boolean {
+  for (let i = 0; i < perm.length; i++) if (perm[i] !== i) return false;
+  return true;
 }

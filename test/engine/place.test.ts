@@ -163,3 +163,21 @@ test('SIGKILL during an in-place `flashlm place`: the file is the old or the new
   assert.notEqual(sha(target), old);
   rmSync(target);
 });
+
+test('calibrating a placed file stores codes by neuron id, as calibrating the identity file does', async () => {
+  const text = join(dir, 'text');
+  const a = join(dir, 'id.calib.gguf'), b = join(dir, 'placed.calib.gguf');
+  await calibrate(model, { files: [text], tokens: 64, seqLen: 64, perFile: 1, out: a, load: { kvType: 'f32' } });
+  await calibrate(placed, { files: [text], tokens: 64, seqLen: 64, perFile: 1, out: b, load: { kvType: 'f32' } });
+  const { readCalibration } = await import('../../src/formats/calibration.js');
+  const ca = readCalibration(a), cb = readCalibration(b);
+  const perm = openFlashLayout(readGGUF(placed)).layers[0]!.perm;
+  assert.ok(perm.some((id, p) => id !== p), 'the placement is not the identity');
+  let same = 0, total = 0;
+  for (let l = 0; l < o.layers!; l++) {
+    const x = ca.code(l), y = cb.code(l);
+    // f32 sums in another row order round differently: codes (1/16 octave) may differ by one step
+    for (let i = 0; i < x.length; i++) { total++; if (Math.abs(x[i]! - y[i]!) <= 1) same++; }
+  }
+  assert.ok(same / total > 0.999, `${same}/${total} codes agree`);
+});
