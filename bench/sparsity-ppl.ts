@@ -6,13 +6,15 @@
 // perfect predictor with windowing and an unbounded neuron matrix would read — in records/token.
 // Usage: node dist/bench/sparsity-ppl.js MODEL.gguf GATE-STATS.json --ppl FILE|DIR... [--ctx 256]
 //        [--tokens 512] [--configs dense,abs-s50,abs-s70,gate-s50,gate-s70] [--mode ram] [--out results.json]
+import { spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { perplexity } from '../src/engine/eval.js';
 
 const { values, positionals } = parseArgs({
   allowPositionals: true,
-  options: { window: { type: 'string' }, ppl: { type: 'string', multiple: true }, ctx: { type: 'string' }, tokens: { type: 'string' }, configs: { type: 'string' }, mode: { type: 'string' }, out: { type: 'string' } },
+  options: { child: { type: 'string' }, window: { type: 'string' }, ppl: { type: 'string', multiple: true }, ctx: { type: 'string' }, tokens: { type: 'string' }, configs: { type: 'string' }, mode: { type: 'string' }, out: { type: 'string' } },
 });
 const [model, statsPath] = positionals;
 if (!model || !statsPath || !values.ppl) throw new Error('usage: sparsity-ppl MODEL GATE-STATS.json --ppl FILE|DIR... [--ctx 256] [--tokens 512] [--configs ...]');
@@ -45,7 +47,26 @@ let dense: number | undefined;
 let oracle: ReturnType<typeof oracleProbe> | undefined;
 /** bytes of one neuron's bundle record in the file (0 when not a flash layout) */
 const recordBytes = (m: { source: { metadata: Map<string, { value: unknown }> } }): number => Number(m.source.metadata.get('flashlm.record_bytes')?.value ?? 0);
-for (const name of configs) {
+// Each config runs in its own process: a closed 13B model's 12.5 GB of WebAssembly memory is only
+// returned when V8 collects it, and loading the next model first got the process OOM-killed.
+if (!values.child) {
+  for (const name of configs) {
+    const args = [fileURLToPath(import.meta.url), ...process.argv.slice(2), '--child', name];
+    const r = spawnSync(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'], encoding: 'utf8', maxBuffer: 1 << 24 });
+    const line = r.stdout.trim().split('\n').pop() ?? '';
+    let row: Record<string, unknown>;
+    try { row = JSON.parse(line) as Record<string, unknown>; } catch { row = { config: name, error: `exit ${r.status ?? r.signal}` }; }
+    if (name === 'dense' && typeof row.ppl === 'number') dense = row.ppl;
+    if (dense && typeof row.ppl === 'number') row.vs_dense = row.ppl / dense;
+    results.push(row);
+    process.stderr.write(`\n${JSON.stringify(row)}\n`);
+  }
+  const out = JSON.stringify({ model, mode, files: values.ppl, results }, null, 1);
+  if (values.out) writeFileSync(values.out, out + '\n');
+  process.stdout.write(out + '\n');
+  process.exit(0);
+}
+for (const name of [values.child]) {
   const [rule, s] = name.split('-') as ['dense' | 'abs' | 'gate', string | undefined];
   const t = rule === 'dense' ? undefined : stats.thresholds[rule]?.[s!];
   if (rule !== 'dense' && !t) throw new Error(`no thresholds for ${name} in ${statsPath}`);
@@ -67,9 +88,5 @@ for (const name of configs) {
   } : null;
   oracle = undefined;
   const row = { config: name, ppl: r.ppl, nll: r.nll, tokens: r.scored, chunks: r.chunks, seconds: r.seconds, vs_dense: dense ? r.ppl / dense : null, oracle: orc };
-  results.push(row);
-  process.stderr.write(`\n${JSON.stringify(row)}\n`);
+  process.stdout.write(`${JSON.stringify(row)}\n`);
 }
-const out = JSON.stringify({ model, mode, files: values.ppl, results }, null, 1);
-if (values.out) writeFileSync(values.out, out + '\n');
-process.stdout.write(out + '\n');
