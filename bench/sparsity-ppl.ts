@@ -14,13 +14,16 @@ import { perplexity } from '../src/engine/eval.js';
 
 const { values, positionals } = parseArgs({
   allowPositionals: true,
-  options: { child: { type: 'string' }, window: { type: 'string' }, ppl: { type: 'string', multiple: true }, ctx: { type: 'string' }, tokens: { type: 'string' }, configs: { type: 'string' }, mode: { type: 'string' }, out: { type: 'string' } },
+  options: { child: { type: 'string' }, window: { type: 'string' }, ppl: { type: 'string', multiple: true }, ctx: { type: 'string' }, tokens: { type: 'string' }, configs: { type: 'string' }, mode: { type: 'string' }, memory: { type: 'string' }, out: { type: 'string' } },
 });
 const [model, statsPath] = positionals;
 if (!model || !statsPath || !values.ppl) throw new Error('usage: sparsity-ppl MODEL GATE-STATS.json --ppl FILE|DIR... [--ctx 256] [--tokens 512] [--configs ...]');
 const stats = JSON.parse(readFileSync(statsPath, 'utf8')) as { thresholds: { abs: Record<string, number[]>; gate: Record<string, number[]> } };
 const configs = (values.configs ?? 'dense,abs-s50,abs-s70,gate-s50,gate-s70').split(',');
-const mode = (values.mode ?? 'ram') as 'ram' | 'hybrid';
+// --mode sparse [--memory BYTES]: the file's predictors choose the neurons (the thresholds still
+// apply exactly to the rows loaded), so the figure includes predictor misses under the budget
+const mode = (values.mode ?? 'ram') as 'ram' | 'hybrid' | 'sparse';
+const memory = values.memory === undefined ? undefined : Number(values.memory);
 const results: Record<string, unknown>[] = [];
 const windowK = Number(values.window ?? 5);
 
@@ -72,9 +75,9 @@ for (const name of [values.child]) {
   if (rule !== 'dense' && !t) throw new Error(`no thresholds for ${name} in ${statsPath}`);
   const r = await perplexity(model, {
     files: values.ppl, ctx: Number(values.ctx ?? 256), maxTokens: Number(values.tokens ?? 512),
-    load: { mode, ...(t && rule !== 'dense' ? { thresholds: Float32Array.from(t), rule } : {}) },
+    load: { mode, ...(memory ? { memory } : {}), ...(t && rule !== 'dense' ? { thresholds: Float32Array.from(t), rule } : {}) },
     onLoad: (m) => {
-      if (!t || rule === 'dense') return;
+      if (!t || rule === 'dense' || mode === 'sparse') return; // sparse mode computes no full gate to probe
       oracle = oracleProbe(rule, t, m.cfg.nLayers, m.cfg.ffnDim);
       m.ffnProbe = oracle.probe;
     },
@@ -87,6 +90,8 @@ for (const name of [values.child]) {
     bytes_per_token: (oracle.o.misses / oracle.o.tokens) * recordBytes(r.model),
   } : null;
   oracle = undefined;
-  const row = { config: name, ppl: r.ppl, nll: r.nll, tokens: r.scored, chunks: r.chunks, seconds: r.seconds, vs_dense: dense ? r.ppl / dense : null, oracle: orc };
+  const row = { config: name, ppl: r.ppl, nll: r.nll, tokens: r.scored, chunks: r.chunks, seconds: r.seconds, vs_dense: dense ? r.ppl / dense : null, oracle: orc,
+    bytes_read_per_token: (r.model.flashStats()?.bytes ?? 0) / Math.max(1, r.model.times.prefilled),
+    ...(r.model.sparse ? { sparse: { capacity: r.model.sparse.capacity, ...r.model.sparse.stats, ...r.model.sparse.src.stats } } : {}) };
   process.stdout.write(`${JSON.stringify(row)}\n`);
 }
