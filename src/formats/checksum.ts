@@ -176,14 +176,14 @@ export function verifyModel(path: string, onProgress?: (doneBytes: number, total
     const at = locateValue(head, CK.header, GGUFValueType.ARRAY, GGUFValueType.UINT8, DIGEST_BYTES);
     if (at < 0) throw new FormatError(path, `metadata key '${CK.header}'`, 'cannot be located in the header');
     const got = headerDigest(head, at);
-    if (!equal(got, want)) {
+    if (!bytesEqual(got, want)) {
       res.mismatches.push({ kind: 'header', tensor: '(header)', offset: 0, bytes: f.dataOffset, expected: hex(want), actual: hex(got) });
     }
     resident.forEach((t, i) => {
       const got = hashRange(t.offset, t.bytes, `tensor '${t.name}' data`);
       const want = tensorDigests.subarray(i * DIGEST_BYTES, (i + 1) * DIGEST_BYTES);
       res.tensorsChecked++;
-      if (!equal(got, want)) {
+      if (!bytesEqual(got, want)) {
         res.mismatches.push({ kind: 'tensor', tensor: t.name, offset: t.offset, bytes: t.bytes, expected: hex(want), actual: hex(got) });
       }
     });
@@ -192,7 +192,7 @@ export function verifyModel(path: string, onProgress?: (doneBytes: number, total
       for (const k of bundleBlocks(f, t, layer, blockRecords)) {
         const got = hashRange(k.offset, k.bytes, `tensor '${t.name}' data`);
         res.blocksChecked++;
-        if (!equal(got, k.want)) res.mismatches.push(blockMismatch(t, layer, k, got));
+        if (!bytesEqual(got, k.want)) res.mismatches.push(blockMismatch(t, layer, k, got));
       }
     }
   } finally {
@@ -230,7 +230,7 @@ function blockMismatch(t: TensorInfo, layer: number, k: BundleBlock, got: Uint8A
   return { kind: 'bundle', tensor: t.name, layer, block: k.block, firstRecord: k.first, offset: k.offset, bytes: k.bytes, expected: hex(k.want), actual: hex(got) };
 }
 
-function equal(a: Uint8Array, b: Uint8Array): boolean {
+export function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
   if (a.length !== b.length) return false;
   for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
   return true;
@@ -279,7 +279,7 @@ export function runChecks(f: GGUFFile): RunChecks | undefined {
     if (at < 0) throw new FormatError(f.path, `metadata key '${CK.header}'`, 'cannot be located in the header');
     const want = digestArray(f, CK.header, 1);
     const got = headerDigest(head, at);
-    if (!equal(got, want)) throw new ChecksumError(f.path, { kind: 'header', tensor: '(header)', offset: 0, bytes: f.dataOffset, expected: hex(want), actual: hex(got) });
+    if (!bytesEqual(got, want)) throw new ChecksumError(f.path, { kind: 'header', tensor: '(header)', offset: 0, bytes: f.dataOffset, expected: hex(want), actual: hex(got) });
   } finally {
     fs.closeSync(fd);
   }
@@ -293,7 +293,7 @@ export function runChecks(f: GGUFFile): RunChecks | undefined {
       if (i === undefined || !t) return; // not checksummed (e.g. a bundle)
       const want = tensorDigests.subarray(i * DIGEST_BYTES, (i + 1) * DIGEST_BYTES);
       const got = sha256(bytes);
-      if (!equal(got, want)) throw new ChecksumError(f.path, { kind: 'tensor', tensor: name, offset: t.offset, bytes: t.bytes, expected: hex(want), actual: hex(got) });
+      if (!bytesEqual(got, want)) throw new ChecksumError(f.path, { kind: 'tensor', tensor: name, offset: t.offset, bytes: t.bytes, expected: hex(want), actual: hex(got) });
     },
     bundle(layer, records) {
       const t = f.tensorByName.get(bundleName(layer));
@@ -301,7 +301,7 @@ export function runChecks(f: GGUFFile): RunChecks | undefined {
       for (const k of bundleBlocks(f, t, layer, blockRecords)) {
         const at = k.offset - t.offset; // the records start at the tensor's first byte
         const got = sha256(records.subarray(at, at + k.bytes));
-        if (!equal(got, k.want)) throw new ChecksumError(f.path, blockMismatch(t, layer, k, got));
+        if (!bytesEqual(got, k.want)) throw new ChecksumError(f.path, blockMismatch(t, layer, k, got));
       }
     },
   };

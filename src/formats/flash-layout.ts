@@ -259,18 +259,11 @@ export function convertToFlashLayout(src: ModelSource, out: string, opts: FlashC
 
   // --- patch the digests into the header, fsync, rename into place
   const sourceSha256 = sourceDigest(src.tensors, srcDigests);
-  try {
-    const patches: [string, Uint8Array][] = [
-      [FK.sourceSha, Buffer.from(sourceSha256, 'latin1')],
-      [CK.tensors, tensorDigests],
-      ...layers.map((l): [string, Uint8Array] => [CK.bundle(l), bundleDigests[l]!]),
-    ];
-    patchHeader(part, meta, patches);
-    fs.renameSync(part, out);
-  } catch (e) {
-    try { fs.unlinkSync(part); } catch { /* ignore */ }
-    throw e;
-  }
+  patchAndRename(part, out, meta, [
+    [FK.sourceSha, Buffer.from(sourceSha256, 'latin1')],
+    [CK.tensors, tensorDigests],
+    ...layers.map((l): [string, Uint8Array] => [CK.bundle(l), bundleDigests[l]!]),
+  ]);
   return { recordBytes, dtype, nLayers: layers.length, nFF, bytesWritten: total, sourceSha256 };
 }
 
@@ -328,6 +321,18 @@ export function patchHeader(path: string, meta: Map<string, GGUFKV>, patches: [s
     fs.fsyncSync(fd);
   } finally {
     fs.closeSync(fd);
+  }
+}
+
+/** The last step of every flash-layout rewrite (convert, sparsify, place): patch the digests into
+ * the complete temp file `part`, fsync, rename it over `out`; on failure `part` is removed. */
+export function patchAndRename(part: string, out: string, meta: Map<string, GGUFKV>, patches: [string, Uint8Array][]): void {
+  try {
+    patchHeader(part, meta, patches);
+    fs.renameSync(part, out);
+  } catch (e) {
+    try { fs.unlinkSync(part); } catch { /* ignore */ }
+    throw e;
   }
 }
 

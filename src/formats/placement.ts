@@ -11,9 +11,9 @@
 // `${out}.place-<pid>`, digests patched, fsync, rename over `out` (which may be the input).
 // Memory: one layer's bundle (n_ff · record_bytes: 226 MB for 13B q8_0) and one checksum block.
 import * as fs from 'node:fs';
-import { BUNDLE_RE, CK, ChecksumError, DIGEST_BYTES, hex, newDigest, runChecks } from './checksum.js';
+import { BUNDLE_RE, CK, ChecksumError, DIGEST_BYTES, bytesEqual, hex, newDigest, runChecks } from './checksum.js';
 import { FormatError } from './errors.js';
-import { FK, isFlashLayout, openFlashLayout, patchHeader } from './flash-layout.js';
+import { FK, isFlashLayout, openFlashLayout, patchAndRename } from './flash-layout.js';
 import { GGUFValueType as VT, GGUFWriter, readGGUF, type GGUFKV, type TensorInfo } from './gguf.js';
 import { preadFully, removeStaleTemps } from './fsutil.js';
 
@@ -114,7 +114,7 @@ export function writePlacement(flashPath: string, outPath: string, w: PlacementW
         }
         const got = new Uint8Array(h.digest());
         const exp = digests.subarray(i * DIGEST_BYTES, (i + 1) * DIGEST_BYTES);
-        if (!equal(got, exp)) throw new ChecksumError(flashPath, { kind: 'tensor', tensor: t.name, offset: t.offset, bytes: t.bytes, expected: hex(exp), actual: hex(got) });
+        if (!bytesEqual(got, exp)) throw new ChecksumError(flashPath, { kind: 'tensor', tensor: t.name, offset: t.offset, bytes: t.bytes, expected: hex(exp), actual: hex(got) });
         continue;
       }
       // a bundle: read the whole layer (checking the input's block digests), write it permuted
@@ -131,7 +131,7 @@ export function writePlacement(flashPath: string, outPath: string, w: PlacementW
         preadFully(fd, data, 0, len, t.offset + first * rb, eof(t));
         const got = new Uint8Array(newDigest().update(data).digest());
         const exp = want.subarray(b * DIGEST_BYTES, (b + 1) * DIGEST_BYTES);
-        if (!equal(got, exp)) {
+        if (!bytesEqual(got, exp)) {
           throw new ChecksumError(flashPath, { kind: 'bundle', tensor: t.name, layer: l, block: b, firstRecord: first, offset: t.offset + first * rb, bytes: len, expected: hex(exp), actual: hex(got) });
         }
       }
@@ -158,20 +158,8 @@ export function writePlacement(flashPath: string, outPath: string, w: PlacementW
   } finally {
     fs.closeSync(fd);
   }
-  try {
-    patchHeader(part, meta, L.layers.map((_, l): [string, Uint8Array] => [CK.bundle(l), newBundleDigests[l]!]));
-    fs.renameSync(part, outPath);
-  } catch (e) {
-    try { fs.unlinkSync(part); } catch { /* ignore */ }
-    throw e;
-  }
+  patchAndRename(part, outPath, meta, L.layers.map((_, l): [string, Uint8Array] => [CK.bundle(l), newBundleDigests[l]!]));
   return { out: outPath, bytesWritten: total };
-}
-
-function equal(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
 }
 
 /** Lines for `flashlm inspect` about the placement (none for identity files without placement keys). */

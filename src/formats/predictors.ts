@@ -31,10 +31,10 @@
 // rename over `out` (which may be the input: it is replaced only when the new file is complete).
 
 import * as fs from 'node:fs';
-import { BUNDLE_RE, CK, ChecksumError, DIGEST_BYTES, bundleName, hex, newDigest, runChecks } from './checksum.js';
+import { BUNDLE_RE, CK, ChecksumError, DIGEST_BYTES, bundleName, bytesEqual, hex, newDigest, runChecks } from './checksum.js';
 import { modelIdentity } from './calibration.js';
 import { FormatError, UnsupportedError } from './errors.js';
-import { openFlashLayout, patchHeader, isFlashLayout, type FlashLayout } from './flash-layout.js';
+import { openFlashLayout, patchAndRename, isFlashLayout, type FlashLayout } from './flash-layout.js';
 import { TensorType } from './ggml-types.js';
 import { GGUFValueType as VT, GGUFWriter, readGGUF, readTensorData, type GGUFFile, type GGUFKV, type TensorInfo } from './gguf.js';
 import { preadFully, removeStaleTemps } from './fsutil.js';
@@ -229,7 +229,7 @@ export function writeWithPredictors(flashPath: string, outPath: string, add: Pre
           const data = read(t, first * recordBytes, len);
           const got = new Uint8Array(newDigest().update(data).digest());
           const exp = want.subarray(b * DIGEST_BYTES, (b + 1) * DIGEST_BYTES);
-          if (!equal(got, exp)) {
+          if (!bytesEqual(got, exp)) {
             throw new ChecksumError(flashPath, { kind: 'bundle', tensor: t.name, layer, block: b, firstRecord: first, offset: t.offset + first * recordBytes, bytes: len, expected: hex(exp), actual: hex(got) });
           }
           put(data);
@@ -245,7 +245,7 @@ export function writeWithPredictors(flashPath: string, outPath: string, add: Pre
       const got = new Uint8Array(h.digest());
       const oi = oldIndex.get(t.name)!;
       const exp = oldDigests.subarray(oi * DIGEST_BYTES, (oi + 1) * DIGEST_BYTES);
-      if (!equal(got, exp)) throw new ChecksumError(flashPath, { kind: 'tensor', tensor: t.name, offset: t.offset, bytes: t.bytes, expected: hex(exp), actual: hex(got) });
+      if (!bytesEqual(got, exp)) throw new ChecksumError(flashPath, { kind: 'tensor', tensor: t.name, offset: t.offset, bytes: t.bytes, expected: hex(exp), actual: hex(got) });
       digests.set(got, ri++ * DIGEST_BYTES);
     }
     w.finish();
@@ -255,25 +255,13 @@ export function writeWithPredictors(flashPath: string, outPath: string, add: Pre
   } finally {
     fs.closeSync(fd);
   }
-  try {
-    patchHeader(part, meta, [[CK.tensors, digests]]);
-    fs.renameSync(part, outPath);
-  } catch (e) {
-    try { fs.unlinkSync(part); } catch { /* ignore */ }
-    throw e;
-  }
+  patchAndRename(part, outPath, meta, [[CK.tensors, digests]]);
   return { out: outPath, bytesWritten: total, predictorBytes, seconds: (performance.now() - t0) / 1000 };
 }
 
 function predBytes(type: number, dims: number[]): number {
   const n = dims.reduce((a, b) => a * b, 1);
   return type === TensorType.Q8_0 ? (n / 32) * 34 : n * 4;
-}
-
-function equal(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
 }
 
 function checkAddition(add: PredictorAddition, nLayers: number, dim: number, nFF: number): void {

@@ -4,22 +4,14 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { Compute, type Arena } from '../../src/kernels/index.js';
 import { f32ToF16 } from '../../src/formats/quant.js';
+import { mulberry32 } from '../../src/engine/sample.js';
 
 const F32 = 0, F16 = 1;
 const computes: Compute[] = [];
 after(async () => { await Promise.all(computes.map((c) => c.close())); });
 
-/** mulberry32: seeded, so a failure is reproducible */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** seeded, so a failure is reproducible */
+const rng = mulberry32;
 
 function shuffled(n: number, r: () => number): number[] {
   const a = Array.from({ length: n }, (_, i) => i);
