@@ -47,7 +47,7 @@ function sparseStats(model: Model): Record<string, unknown> {
   return {
     neurons_predicted_per_token: per(z.stats.predicted), neurons_computed_per_token: per(z.stats.computed),
     dropped_by_threshold_per_token: per(z.stats.dropped), hit_rate: s.hits + s.needed ? Math.round((1e4 * s.hits) / (s.hits + s.needed)) / 1e4 : null,
-    records_read_per_token: per(s.records), gap_records_per_token: per(s.gapRecords), overflow_per_token: per(s.overflow),
+    records_read_per_token: per(s.records), gap_records_per_token: per(s.gapRecords), overflow_per_token: per(s.overflow), streamed_per_token: per(s.streamed),
     capacity_rows_per_layer: z.capacity, window: z.window, collapse_gap: z.collapseGap, matrix_bytes: z.src.bytes,
     moved_bytes_per_token: Math.round(s.movedBytes / passes),
     ...Object.fromEntries(Object.entries(readSummary(s, z.src.recordBytes, passes)).map(([k, v]) => [k, Math.round(v * 100) / 100])),

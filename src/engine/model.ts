@@ -72,6 +72,10 @@ export interface LoadModelOptions {
   rule?: SparsityRule;
   /** sparse: neuron matrix rows per layer (default: what the --memory budget leaves, else all). */
   neuronCapacity?: number;
+  /** sparse: rows per half of each arena's stream buffer, through which predicted neurons that do not
+   * fit in the matrix are read and computed (default 512 when the capacity is below the FFN width;
+   * 0 drops them instead, the old behaviour). */
+  streamRows?: number;
   /** sparse: a neuron stays in DRAM while used in the last `window` tokens (default 5; 0 = no reuse). */
   window?: number;
   /** sparse: access-collapse gap in records (default: from the disk profile; 0 = off). */
@@ -255,6 +259,9 @@ export class Model {
         throw new EngineError(`--mode naive reads every weight from one GGUF file; ${path} is a directory (make a GGUF with: flashlm convert SRC -o OUT.gguf)`);
       }
       const streamAll: StreamPlan | undefined = naive ? planStreamAll(cfg, source.tensors) : undefined;
+      // sparse: the stream buffer's rows per half (the final value below, once the capacity is known)
+      let streamRows = sparse ? Math.min(cfg.ffnDim, opts.streamRows ?? 512) : 0;
+      if (!Number.isInteger(streamRows) || streamRows < 0) throw new EngineError(`stream rows must be an integer ≥ 0, got ${opts.streamRows}`);
       // paged KV pool and activation liveness plans (sizes the arenas and the budget)
       const pageSize = opts.kvPageSize ?? KV_PAGE_SIZE;
       const sequences = opts.sequences ?? 4;
@@ -278,7 +285,8 @@ export class Model {
           // the slots streamed weights are read into: two per arena (alternating layers), and in
           // naive mode the output layer's and an embedding row's
           slots: hybrid ? 2 * arenas * ffnSlotBytes(cfg, bundles!)
-            : streamAll ? 2 * arenas * (streamAll.slotBytes + 4096) + streamAll.out.bytes + streamAll.embd.slotBytes + 8192 : 0,
+            : streamAll ? 2 * arenas * (streamAll.slotBytes + 4096) + streamAll.out.bytes + streamAll.embd.slotBytes + 8192
+              : sparse ? arenas * (2 * streamRows * bundles!.recordBytes + 4096) : 0,
           // sparse: at least 64 rows per layer (+ a page of alignment each)
           minNeuronCache: sparse ? cfg.nLayers * (64 * bundles!.recordBytes + 4096) : 0,
         };
@@ -300,12 +308,13 @@ export class Model {
         const fromBudget = plan ? Math.floor(((plan.neuronCache - slack) / cfg.nLayers - 4096) / bundles!.recordBytes) : cfg.ffnDim;
         capacity = Math.min(cfg.ffnDim, opts.neuronCapacity ?? fromBudget);
         if (!Number.isInteger(capacity) || capacity < 1) throw new EngineError(`neuron capacity ${capacity}: needs at least 1 row per layer`);
+        if (capacity >= cfg.ffnDim) streamRows = 0; // every neuron fits: nothing to stream
       }
       compute = await Compute.create({ threads: opts.threads ?? 2 });
       const weights = loadWeights(cfg, source.tensors, (name, dst) => (source.readTensor(name, dst), checks?.tensor(name, dst)), compute, {
         ctx, kvType, maxArenaBytes: opts.maxArenaBytes, onProgress: opts.onProgress, bundles, streamFFN: hybrid, streamAll,
         kv: { positions: kvPos, pageSize, slots: sequences }, actBytes: actOut.bytes,
-        ...(sparse ? { sparse: { capacity, predictors: filePred } } : {}),
+        ...(sparse ? { sparse: { capacity, predictors: filePred, streamRows } } : {}),
       });
       const state = makeState(cfg, weights, ctx, (b) => planLiveness(b));
       const cache = makeCache(cfg, weights, ctx, kvType, { positions: kvPos, pageSize, slots: sequences });
@@ -324,6 +333,7 @@ export class Model {
       if (hybrid) pool.charge('slots', 2 * slotArenas * ffnSlotBytes(cfg, bundles!));
       if (streamAll) pool.charge('slots', 2 * slotArenas * streamAll.slotBytes + streamAll.out.bytes + streamAll.embd.slotBytes);
       if (sparse) pool.charge('neuronCache', cfg.nLayers * capacity * bundles!.recordBytes);
+      if (sparse && streamRows) pool.charge('slots', slotArenas * 2 * streamRows * bundles!.recordBytes);
       m.kv = new PagedKV(weights, cache, pool.attachKV(cache.pages, pageSize, 2 * cache.pageBytes * cfg.nLayers), ctx, cfg.vocabSize);
       m.sparsity = sparse ? undefined : thresholds;
       if (hybrid || naive || sparse) {
@@ -349,8 +359,8 @@ export class Model {
           }
           const window = opts.window ?? 5;
           const src = new MatrixNeuronSource(m.reader, weights.layers.map((L, l) => ({
-            arena: L.arena, matrixOff: L.matrix!, fileOffset: layers[l]!.bundleOffset, perm: layers[l]!.perm,
-          })), { nFF: cfg.ffnDim, recordBytes: bundles!.recordBytes, capacity, window, collapseGap: gap, maxReadBytes: m.readPlan.maxReadBytes, admission: opts.admission, gapRoom: opts.gapRoom });
+            arena: L.arena, matrixOff: L.matrix!, fileOffset: layers[l]!.bundleOffset, perm: layers[l]!.perm, ...(L.stream !== undefined ? { streamOff: L.stream } : {}),
+          })), { nFF: cfg.ffnDim, recordBytes: bundles!.recordBytes, capacity, window, collapseGap: gap, maxReadBytes: m.readPlan.maxReadBytes, admission: opts.admission, gapRoom: opts.gapRoom, streamRows });
           m.sparse = {
             src, pred: filePred ? new LowRankPredictor(cfg, weights, state) : new AllPredictor(cfg.ffnDim),
             sp: thresholds ?? { rule: 'abs', t: new Float32Array(cfg.nLayers) }, plans: makeSparsePlans(cfg, weights, m.plans), ids: new Int32Array(cfg.ffnDim),

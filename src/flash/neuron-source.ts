@@ -13,6 +13,9 @@ export interface SparseLayer {
   matrixOff: number; // arena offset of the preallocated region [capacity × recordBytes]
   fileOffset: number; // file offset of the layer's record 0
   perm: ArrayLike<number>; // placement position → neuron id
+  /** arena offset (4 KiB aligned) of the arena's stream buffer: two halves of `streamRows` rows each
+   * [2 × streamRows × recordBytes], shared by the layers of one arena (they run one after another) */
+  streamOff?: number;
 }
 
 export interface NeuronSourceOptions {
@@ -27,6 +30,9 @@ export interface NeuronSourceOptions {
   admission?: 'default' | 'ripple';
   /** with collapse on and a full matrix: rows per needed neuron freed (LRU) for gap records (default 0) */
   gapRoom?: number;
+  /** rows per half of each arena's stream buffer (SparseLayer.streamOff); 0 or absent: no streaming,
+   * predicted neurons that do not fit in the matrix are dropped (counted in `overflow`) */
+  streamRows?: number;
 }
 
 export interface NeuronSourceStats {
@@ -37,7 +43,8 @@ export interface NeuronSourceStats {
   needed: number; // predicted neurons that were not resident
   hits: number; // predicted neurons already resident
   gapRecords: number; // records read only because a collapsed read passed through them
-  overflow: number; // predicted neurons dropped because the matrix was full of this token's neurons
+  overflow: number; // predicted neurons dropped because the matrix was full of this token's neurons (no stream buffer)
+  streamed: number; // predicted neurons read through the stream buffer (did not fit in the matrix; not kept)
   ioMs: number; // summed wall time of the reads
   mmMs: number; // bookkeeping and row copies (the paper's "memory management" time)
   movedBytes: number; // bytes copied inside the matrices (deletes)
@@ -45,10 +52,18 @@ export interface NeuronSourceStats {
 
 export class MatrixNeuronSource implements NeuronSource {
   readonly matrices: NeuronMatrix[];
-  readonly stats: NeuronSourceStats = { bytes: 0, reads: 0, runs: 0, records: 0, needed: 0, hits: 0, gapRecords: 0, overflow: 0, ioMs: 0, mmMs: 0, movedBytes: 0 };
+  readonly stats: NeuronSourceStats = { bytes: 0, reads: 0, runs: 0, records: 0, needed: 0, hits: 0, gapRecords: 0, overflow: 0, streamed: 0, ioMs: 0, mmMs: 0, movedBytes: 0 };
   private readonly inv: Int32Array[];
   private readonly missing: Int32Array;
   private readonly rows: NeuronRows = { off: 0, n: 0 };
+  // stream state of the current layer: ids that did not fit (over[overAt..overN)), the chunk in flight
+  private readonly over: Int32Array;
+  private overN = 0;
+  private overAt = 0;
+  private streamLayer = -1;
+  private half = 0; // buffer half the chunk in flight lands in
+  private inFlight: Promise<number> | undefined; // resolves to the chunk's rows
+  private readonly chunkRows: NeuronRows = { off: 0, n: 0 };
 
   constructor(private readonly reader: DirectReader, private readonly layers: SparseLayer[], private readonly o: NeuronSourceOptions) {
     this.inv = layers.map((L) => invertPerm(L.perm));
@@ -58,6 +73,20 @@ export class MatrixNeuronSource implements NeuronSource {
       policy: o.admission === 'ripple' ? new LinkingAlignedPolicy(w, L.perm, this.inv[l]!) : new WindowPolicy(w),
     }));
     this.missing = new Int32Array(o.nFF);
+    this.over = new Int32Array(o.nFF);
+    const sr = o.streamRows ?? 0;
+    if (!Number.isInteger(sr) || sr < 0) throw new RangeError(`streamRows must be an integer ≥ 0, got ${sr}`);
+    if (sr > 0 && layers.some((L) => L.streamOff === undefined)) throw new RangeError('streamRows > 0 needs a stream buffer (streamOff) in every layer');
+  }
+
+  private get streamRows(): number {
+    return this.o.streamRows ?? 0;
+  }
+
+  /** Bytes of the stream buffers (DRAM): two halves per distinct arena. */
+  get streamBytes(): number {
+    if (!this.streamRows) return 0;
+    return new Set(this.layers.map((L) => L.arena)).size * 2 * this.streamRows * this.o.recordBytes;
   }
 
   get recordBytes(): number {
@@ -68,12 +97,24 @@ export class MatrixNeuronSource implements NeuronSource {
     return this.o.capacity;
   }
 
+  /** Most neurons per layer ensure() + next() serve per token: all of them with a stream buffer. */
+  get maxNeurons(): number {
+    return this.streamRows > 0 ? this.o.nFF : this.o.capacity;
+  }
+
   /** Bytes of the neuron matrices (DRAM). */
   get bytes(): number {
     return this.matrices.reduce((s, m) => s + m.bytes, 0);
   }
 
   async ensure(l: number, ids: Int32Array, count: number, token: number): Promise<NeuronRows> {
+    if (this.inFlight) {
+      // a caller that stopped calling next() (an error in between): let the read land, forget the rest
+      await this.inFlight.catch(() => 0);
+      this.inFlight = undefined;
+    }
+    this.overN = this.overAt = 0;
+    this.streamLayer = l;
     const m = this.matrices[l]!;
     const L = this.layers[l]!;
     const st = this.stats;
@@ -104,8 +145,17 @@ export class MatrixNeuronSource implements NeuronSource {
         if (!(e instanceof NeuronMatrixFullError)) throw e;
       }
       if (need > m.free) {
-        // more neurons predicted than rows: keep what fits (the budget sized the matrix too small)
-        st.overflow += need - m.free;
+        // more neurons predicted than rows: what fits goes into the matrix, the rest streams through
+        // the stream buffer (next()) or, without one, is dropped
+        if (this.streamRows > 0) {
+          this.over.set(this.missing.subarray(m.free, need));
+          this.overN = need - m.free;
+          st.streamed += this.overN;
+          st.needed += this.overN;
+          this.startChunk(l); // its read runs while the matrix's reads and compute go on
+        } else {
+          st.overflow += need - m.free;
+        }
         need = m.free;
       }
     }
@@ -141,6 +191,66 @@ export class MatrixNeuronSource implements NeuronSource {
     this.rows.off = m.off;
     this.rows.n = m.n;
     return this.rows;
+  }
+
+  /**
+   * The next chunk of layer l's predicted neurons that did not fit in its matrix, in the stream
+   * buffer (rows.n = 0: none left). The chunk after it is read while the caller computes over this
+   * one; the rows stay valid until the call after next. Gap records of collapsed reads are zeroed
+   * (an all-zero record contributes exactly 0 under every rule), so every row can be computed over.
+   */
+  async next(l: number): Promise<NeuronRows> {
+    if (l !== this.streamLayer) throw new RangeError(`next(${l}) after ensure(${this.streamLayer})`);
+    const r = this.chunkRows;
+    if (!this.inFlight) {
+      r.n = 0;
+      return r;
+    }
+    const half = this.half;
+    const n = await this.inFlight;
+    this.inFlight = undefined;
+    if (this.overAt < this.overN) {
+      this.half ^= 1;
+      this.startChunk(l);
+    }
+    r.off = this.layers[l]!.streamOff! + half * this.streamRows * this.o.recordBytes;
+    r.n = n;
+    return r;
+  }
+
+  /** Plans and starts the read of the next chunk of over[overAt..overN) into buffer half `half`. */
+  private startChunk(l: number): void {
+    const L = this.layers[l]!;
+    const st = this.stats;
+    const rb = this.o.recordBytes;
+    const cap = this.streamRows;
+    const t0 = performance.now();
+    const ids = this.over.subarray(this.overAt, Math.min(this.overN, this.overAt + cap));
+    this.overAt += ids.length;
+    // ids are in ascending id order, not file order: a chunk is any `cap` of them (with a placement
+    // the chunk's ids are still near each other on flash when the ids came from one region)
+    const plan = planReads(ids, {
+      perm: L.perm, invPerm: this.inv[l]!, layerOffset: L.fileOffset, recordBytes: rb, maxReadBytes: this.o.maxReadBytes,
+      collapseGap: this.o.collapseGap, maxGapRecords: cap - ids.length, baseRow: 0, align: this.reader.align,
+    });
+    const base = L.streamOff! + this.half * cap * rb;
+    const region = L.arena.u8(base, cap * rb);
+    const reqs = plan.runs.map((run) => ({ fileOffset: run.fileOffset, length: run.bytes, dst: region.subarray(run.firstRow * rb, (run.firstRow + run.count) * rb) }));
+    st.mmMs += performance.now() - t0;
+    this.inFlight = this.reader.read(reqs).then((res) => {
+      const t1 = performance.now();
+      for (let i = 0; i < plan.records; i++) if (plan.gap[i]) region.fill(0, i * rb, (i + 1) * rb);
+      st.bytes += res.bytes;
+      st.reads += res.reads;
+      st.runs += plan.runs.length;
+      st.ioMs += res.wallMs;
+      st.records += plan.records;
+      st.gapRecords += plan.records - plan.needed;
+      st.mmMs += performance.now() - t1;
+      return plan.records;
+    });
+    // an unobserved rejection would crash the process before next() awaits it
+    this.inFlight.catch(() => undefined);
   }
 }
 

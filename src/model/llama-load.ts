@@ -33,7 +33,7 @@ export interface LoadOptions {
   streamAll?: StreamPlan;
   /** Sparse mode: bundles stay on flash; each layer gets a DRAM neuron matrix region of `capacity`
    * records in its arena, and (predictors) its blk.N.pred_a / pred_b / pred_thr tensors. */
-  sparse?: { capacity: number; predictors: boolean };
+  sparse?: { capacity: number; predictors: boolean; /** rows per half of each arena's stream buffer (0: none) */ streamRows?: number };
   /** Paged KV pool beside each layer (see makeCache): positions in all pages (default ctx), page
    * size (default KV_PAGE_SIZE) and page tables per arena (sequences at once, default 1). */
   kv?: { positions: number; pageSize: number; slots: number };
@@ -216,7 +216,9 @@ export function loadWeights(
   const slot = all ? all.slotBytes : B && opts.streamFFN ? ffnSlotBytes(cfg, B) : 0;
   const matrixBytes = sp ? sp.capacity * B!.recordBytes + PAGE : 0;
   const tables = align(kv.slots * Math.ceil(opts.ctx / kv.pageSize) * 4); // page tables (makeCache)
-  const scratch = (opts.actBytes ?? stateBytes(cfg, opts.ctx, true)) + tables + 65536 + (slot ? 2 * (slot + PAGE) : 0); // + kernel-reserved first 64 KiB
+  // sparse: each arena's stream buffer, two halves of streamRows records (neurons that do not fit a matrix)
+  const streamBytes = sp?.streamRows ? 2 * sp.streamRows * B!.recordBytes : 0;
+  const scratch = (opts.actBytes ?? stateBytes(cfg, opts.ctx, true)) + tables + 65536 + (slot ? 2 * (slot + PAGE) : 0) + (streamBytes ? streamBytes + PAGE : 0); // + kernel-reserved first 64 KiB
   // streamed tensors are not loaded: a layer costs its resident part and KV
   const layerBytes = layerT.map((ts) => (all ? 0 : ts.reduce((s, t) => s + (stream && t.type === GGML_I8 ? 0 : align(matBytes(t))), 0)) + kvLayer + matrixBytes);
   const embBytes = all ? all.embd.slotBytes + PAGE : align(matBytes(embd));
@@ -260,6 +262,7 @@ export function loadWeights(
   for (const g of groups) {
     const arena = compute.createArena(g.bytes);
     const slots = slot ? [arena.alloc(slot, PAGE), arena.alloc(slot, PAGE)] : [];
+    const streamOff = streamBytes ? arena.alloc(streamBytes, PAGE) : undefined;
     for (const p of g.pieces) {
       if (p === 'emb') {
         embArena = arena;
@@ -283,6 +286,7 @@ export function loadWeights(
         const base = {
           arena, attnNorm: m[0]!.off, wq: m[1]!, wk: m[2]!, wv: m[3]!, wo: m[4]!, ffnNorm: m[5]!.off, ...(slot ? { slot: slots[p % 2]! } : {}),
           ...(sp ? { matrix: m[6]!.off } : {}),
+          ...(streamOff !== undefined ? { stream: streamOff } : {}),
           ...(sp?.predictors ? { pred: { a: m[7]!, b: m[8]!, thr: m[9]!.off, rank: m[7]!.rows } } : {}),
         };
         if (B) {

@@ -114,6 +114,8 @@ export interface LayerWeights {
   slot?: number;
   /** Sparse mode: arena offset (4 KiB aligned) of the neuron matrix region [capacity × recordBytes]. */
   matrix?: number;
+  /** Sparse mode: arena offset of the arena's stream buffer [2 × streamRows × recordBytes] (shared by its layers). */
+  stream?: number;
   /** Sparse mode: low-rank predictor, active ⇔ (B·(A·x))_i > thr_i. */
   pred?: { a: Mat /* [rank × dim] */; b: Mat /* [ffn × rank] */; thr: number /* f32 [ffn] */; rank: number };
 }

@@ -21,8 +21,13 @@ export interface NeuronSource {
   /** Makes neurons ids[0..count) of layer l resident (reading what is missing) and resolves to the
    * rows to compute over; `token` counts forward passes (windowing). */
   ensure(l: number, ids: Int32Array, count: number, token: number): Promise<NeuronRows>;
+  /** After ensure(l): the next chunk of the ids that did not fit in the matrix, read into a stream
+   * buffer (n = 0: none left); valid until the call after next. Their contributions add up. */
+  next(l: number): Promise<NeuronRows>;
   /** Rows per layer: more neurons than this cannot be resident at once. */
   readonly capacity: number;
+  /** Most neurons per layer and token that ensure() + next() serve (the predictor's cap). */
+  readonly maxNeurons: number;
 }
 
 /** Chooses the candidate neurons of layer l from its FFN input (s.xb). */
@@ -143,25 +148,34 @@ export async function forwardSparse(
     const L = w.layers[l]!;
     const a = s.arena;
     c.rmsnorm(a, s.x, L.ffnNorm, s.xb, cfg.dim, cfg.normEps);
-    const k = pred.predict(c, l, s, ids, src.capacity);
+    const k = pred.predict(c, l, s, ids, src.maxNeurons);
     stats.predicted += k;
     const t0 = performance.now();
-    const rows = await src.ensure(l, ids, k, pass);
+    let rows = await src.ensure(l, ids, k, pass);
     stats.stallMs += performance.now() - t0;
-    if (rows.n > 0) {
-      const P = sp[l]!;
-      const b = L.bundle!;
-      for (const j of P.gateUp.jobs) j.rows = rows.n;
-      P.gateUp.jobs[0]!.w = rows.off + b.gateOff;
-      P.gateUp.jobs[1]!.w = rows.off + b.upOff;
-      c.prepareX(a, P.gateUp.type, s.xb, s.xq, cfg.dim);
-      c.matvec(a, P.gateUp.jobs);
-      stats.dropped += gatedAct(cfg, c, s, rows.n, sparsity.t[l]!, sparsity.rule);
-      P.downT.rows = rows.n;
-      P.downT.w = rows.off + b.downOff;
-      c.matvecT(a, P.downT);
-      c.add(a, s.x, s.tmp, cfg.dim);
-      stats.computed += rows.n;
+    let first = true;
+    for (;;) {
+      if (rows.n > 0) {
+        const P = sp[l]!;
+        const b = L.bundle!;
+        for (const j of P.gateUp.jobs) j.rows = rows.n;
+        P.gateUp.jobs[0]!.w = rows.off + b.gateOff;
+        P.gateUp.jobs[1]!.w = rows.off + b.upOff;
+        if (first) c.prepareX(a, P.gateUp.type, s.xb, s.xq, cfg.dim); // xq stays valid across chunks
+        first = false;
+        c.matvec(a, P.gateUp.jobs);
+        stats.dropped += gatedAct(cfg, c, s, rows.n, sparsity.t[l]!, sparsity.rule);
+        P.downT.rows = rows.n;
+        P.downT.w = rows.off + b.downOff;
+        c.matvecT(a, P.downT);
+        c.add(a, s.x, s.tmp, cfg.dim);
+        stats.computed += rows.n;
+      }
+      // the matrix's rows, then the chunks that did not fit (each read while the previous computes)
+      const t1 = performance.now();
+      rows = await src.next(l);
+      stats.stallMs += performance.now() - t1;
+      if (rows.n === 0) break;
     }
   }
   return output(cfg, w, st, plans, c, s);

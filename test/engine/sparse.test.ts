@@ -56,9 +56,9 @@ test('gate rule: t = −∞ is bit-identical to dense; finite τ = the same in R
   assert.ok(z.dropped > 0.3 * z.computed && z.dropped < 0.7 * z.computed, `dropped ${z.dropped} of ${z.computed}`);
 });
 
-test('sparse mode with a small neuron matrix: fewer rows than neurons, reads only what is missing', async () => {
+test('sparse mode with a small neuron matrix and no stream buffer: fewer rows than neurons, reads only what is missing', async () => {
   const path = await flashLayoutCached(o, 'q8_0');
-  const m = await Model.load(path, { ctx: 16, mode: 'sparse', predictor: 'all', neuronCapacity: 100, window: 1 });
+  const m = await Model.load(path, { ctx: 16, mode: 'sparse', predictor: 'all', neuronCapacity: 100, window: 1, streamRows: 0 });
   try {
     await m.prefillAsync(prompt);
     const z = m.sparse!;
@@ -74,6 +74,28 @@ test('sparse mode with a small neuron matrix: fewer rows than neurons, reads onl
   } finally {
     await m.close();
   }
+});
+
+test('sparse mode, matrix smaller than the predicted set: the rest streams through the stream buffer in chunks, same tokens as dense', async () => {
+  const path = await flashLayoutCached(o, 'q8_0');
+  const ram = await greedyRun(path, prompt, steps, { mode: 'ram' });
+  // 192 neurons predicted per layer, 100 rows: 92 stream through chunks of 16 rows (6 chunks, double-buffered)
+  const sp = await greedyRun(path, prompt, steps, { mode: 'sparse', predictor: 'all', neuronCapacity: 100, window: 1, streamRows: 16 });
+  assert.deepEqual(sp.tokens, ram.tokens);
+  // the chunks' contributions are added one by one: the same sum in another order (f32 rounding)
+  for (let i = 0; i < steps; i++) {
+    const a = sp.logits[i]!, b = ram.logits[i]!;
+    let d = 0;
+    for (let j = 0; j < a.length; j++) d = Math.max(d, Math.abs(a[j]! - b[j]!));
+    assert.ok(d < 1e-3, `step ${i}: max |Δlogit| ${d}`);
+  }
+  const z = sp.model.sparse!;
+  const passes = prompt.length + steps - 1;
+  assert.equal(z.src.stats.overflow, 0);
+  assert.equal(z.src.stats.streamed, passes * o.layers * 92);
+  assert.equal(z.stats.predicted, passes * o.layers * o.ffn);
+  assert.equal(z.stats.computed, passes * o.layers * o.ffn, 'every predicted neuron computed exactly once');
+  for (const m of z.src.matrices) m.check();
 });
 
 test('sparse mode refuses a file without predictors, naming the fix', async () => {

@@ -162,7 +162,7 @@ test('CLI: sparsify --json, inspect shows the predictors, a foreign calibration 
   assert.match(rk.stderr, /^flashlm: rank 40: q8_0 predictors need a multiple of 32/);
 });
 
-test('sparse mode runs the stored predictors; a small matrix keeps the most likely neurons, never overflows', async () => {
+test('sparse mode runs the stored predictors; a small matrix streams the rest (collapsed gap records zeroed), or without a stream buffer trims', async () => {
   const path = join(dir, 'sparse-run.gguf');
   copyFileSync(model, path);
   await sparsify(path, calib, { rank: 32, sparsity: 0.7 });
@@ -174,10 +174,24 @@ test('sparse mode runs the stored predictors; a small matrix keeps the most like
   assert.ok(z.stats.predicted < 0.9 * passes * o.layers * o.ffn, `predicted ${z.stats.predicted}`);
   assert.ok(z.stats.predicted > 0.1 * passes * o.layers * o.ffn, `predicted ${z.stats.predicted}`);
   assert.equal(z.src.stats.overflow, 0);
-  const small = await greedyRun(path, prompt, 6, { mode: 'sparse', neuronCapacity: 20, window: 1 });
+  // window 0: the computed set is exactly the predicted set, whatever the matrix holds
+  const all = await greedyRun(path, prompt, 6, { mode: 'sparse', window: 0, collapseGap: 0 });
+  const streamed = await greedyRun(path, prompt, 6, { mode: 'sparse', window: 0, neuronCapacity: 20, streamRows: 8, collapseGap: 3 });
+  assert.deepEqual(streamed.tokens, all.tokens);
+  for (let i = 0; i < 6; i++) {
+    const a = streamed.logits[i]!, b = all.logits[i]!;
+    let d = 0;
+    for (let j = 0; j < a.length; j++) d = Math.max(d, Math.abs(a[j]! - b[j]!));
+    assert.ok(d < 1e-3, `step ${i}: max |Δlogit| ${d}`);
+  }
+  const st = streamed.model.sparse!;
+  assert.ok(st.src.stats.streamed > 0, 'some neurons streamed');
+  assert.ok(st.src.stats.gapRecords > 0, 'collapse read through gaps (their rows are zeroed, so not counted twice)');
+  assert.equal(st.stats.predicted, all.model.sparse!.stats.predicted);
+  const small = await greedyRun(path, prompt, 6, { mode: 'sparse', neuronCapacity: 20, window: 1, streamRows: 0 });
   const s = small.model.sparse!;
   assert.ok(s.stats.predicted <= passes * o.layers * 20, `predicted ${s.stats.predicted}`);
-  assert.equal(s.src.stats.overflow, 0, 'the predictor trims to the capacity, so nothing overflows');
+  assert.equal(s.src.stats.overflow, 0, 'without a stream buffer the predictor trims to the capacity, so nothing overflows');
   for (const m of s.src.matrices) m.check();
 });
 
