@@ -6,7 +6,7 @@ import { Progress } from './progress.js';
 import { intFlag, optIntFlag, parse, strFlag, UsageError } from './main.js';
 
 const USAGE = `usage: flashlm eval MODEL --ppl FILE|DIR [FILE|DIR...] [--ctx 512] [--tokens N] [--mode ram|hybrid|naive|sparse]
-                    [--memory 8GB|50%] [--thresholds] [--window K] [--capacity ROWS] [--threads N] [--json]
+                    [--memory 8GB|50%] [--thresholds] [--window K] [--capacity ROWS] [--stream-rows R] [--threads N] [--json]
 Perplexity over the text (chunks of --ctx tokens, every position after the first scored). Use text
 that calibration did not see. --thresholds applies the file's sparsity thresholds in ram/hybrid/naive
 mode (the exact gate: the threshold's own effect, without predictor misses).
@@ -15,7 +15,7 @@ mode (the exact gate: the threshold's own effect, without predictor misses).
 export async function cmdEval(argv: string[]): Promise<number> {
   const { flags, positionals } = parse(argv, {
     ppl: { type: 'string', multiple: true }, ctx: { type: 'string' }, tokens: { type: 'string' }, mode: { type: 'string' },
-    memory: { type: 'string' }, thresholds: { type: 'boolean' }, window: { type: 'string' }, capacity: { type: 'string' },
+    memory: { type: 'string' }, thresholds: { type: 'boolean' }, window: { type: 'string' }, capacity: { type: 'string' }, 'stream-rows': { type: 'string' },
     threads: { type: 'string' }, json: { type: 'boolean' },
   });
   if (flags.help) {
@@ -32,7 +32,7 @@ export async function cmdEval(argv: string[]): Promise<number> {
   const r = await perplexity(model, {
     files, ctx: intFlag(flags, 'ctx', 512, 2, 1 << 20), maxTokens: optIntFlag(flags, 'tokens', 1, 1 << 30),
     load: {
-      mode, memory, threads: intFlag(flags, 'threads', 2, 1, 64), window: optIntFlag(flags, 'window', 0, 1 << 20), neuronCapacity: optIntFlag(flags, 'capacity', 1, 1 << 24),
+      mode, memory, threads: intFlag(flags, 'threads', 2, 1, 64), window: optIntFlag(flags, 'window', 0, 1 << 20), neuronCapacity: optIntFlag(flags, 'capacity', 1, 1 << 24), streamRows: optIntFlag(flags, 'stream-rows', 0, 1 << 20),
       ...(flags.thresholds ? { thresholds: 'file' as const } : {}),
     },
     onProgress: (d, t) => bar.update(d, t),

@@ -47,7 +47,7 @@ commands:
                                 record FFN activations over real text (for sparse mode)
   eval MODEL --ppl FILE|DIR... [--mode M] [--json]
                                 perplexity over text (any mode)
-  sparsify MODEL --calib CALIB.gguf [--sparsity 0.6] [--rank 256] [--recall 0.97] [--pred-type q8_0|f32] [-o OUT]
+  sparsify MODEL --calib CALIB.gguf [--sparsity 0.6] [--predictor lowrank|gate] [--rank 256] [--recall 0.97] [--pred-type q8_0|f32|q4_0] [-o OUT]
                                 add per-layer activation thresholds and low-rank predictors to a
                                 flash-layout MODEL (default OUT: MODEL, replaced atomically)
   place MODEL --calib CALIB.gguf [-o OUT] [--sparsity S]

@@ -1,11 +1,11 @@
-// `flashlm sparsify MODEL --calib CALIB.gguf [--sparsity 0.6] [--rule abs|gate] [--rank 256] [--recall 0.97]
-//  [--pred-type q8_0|f32] [--epochs 3] [-o OUT.gguf] [--threads N] [--json]`
+// `flashlm sparsify MODEL --calib CALIB.gguf [--sparsity 0.6] [--rule abs|gate] [--predictor lowrank|gate] [--rank 256] [--recall 0.97]
+//  [--pred-type q8_0|f32|q4_0] [--epochs 3] [-o OUT.gguf] [--threads N] [--json]`
 import { sparsify } from '../engine/sparsify.js';
 import { Progress } from './progress.js';
 import { intFlag, numFlag, parse, strFlag, UsageError } from './main.js';
 
-const USAGE = `usage: flashlm sparsify MODEL --calib CALIB.gguf [--sparsity 0.6] [--rule abs|gate] [--rank 256] [--recall 0.97]
-                        [--pred-type q8_0|f32] [--epochs 3] [-o OUT.gguf] [--threads N] [--json]
+const USAGE = `usage: flashlm sparsify MODEL --calib CALIB.gguf [--sparsity 0.6] [--rule abs|gate] [--predictor lowrank|gate]
+                        [--rank 256] [--recall 0.97] [--pred-type q8_0|f32|q4_0] [--epochs 3] [-o OUT.gguf] [--threads N] [--json]
 Adds per-layer activation thresholds (for --sparsity of the FFN activations on the calibration text)
 and low-rank activation predictors (trained for --recall of the active neurons) to a flash-layout
 MODEL. MODEL must be the model the calibration was made on (flashlm calibrate). The last 10% of the
@@ -13,13 +13,16 @@ calibration tokens are held out: the table shows recall, precision and over-read
 --rule abs (CATS, default): a neuron is active when |SiLU(gate·x)| ≥ t. --rule gate: when gate·x ≥ t
 (one half-line, which a linear predictor can learn; for SiLU the abs rule also keeps a band of
 negative gate values around the SiLU minimum, which it cannot).
+--predictor lowrank (default): trained rank --rank predictors (LLM in a flash §3.1), --pred-type q8_0.
+--predictor gate: a quantized copy of each layer's gate (--pred-type q4_0 by default: 0.56 bytes per
+weight, resident in DRAM) scored with the rule itself; its cutoff is set for --recall (default 0.99).
 Default OUT: MODEL itself, replaced only when the new file is complete. Running it again replaces
 the predictors.
 `;
 
 export async function cmdSparsify(argv: string[]): Promise<number> {
   const { flags, positionals } = parse(argv, {
-    calib: { type: 'string' }, sparsity: { type: 'string' }, rule: { type: 'string' }, rank: { type: 'string' }, recall: { type: 'string' },
+    calib: { type: 'string' }, predictor: { type: 'string' }, sparsity: { type: 'string' }, rule: { type: 'string' }, rank: { type: 'string' }, recall: { type: 'string' },
     'pred-type': { type: 'string' }, epochs: { type: 'string' }, output: { type: 'string', short: 'o' },
     threads: { type: 'string' }, seed: { type: 'string' }, json: { type: 'boolean' },
   });
@@ -30,14 +33,16 @@ export async function cmdSparsify(argv: string[]): Promise<number> {
   if (positionals.length !== 1) throw new UsageError('sparsify needs exactly one MODEL (a flash-layout GGUF)');
   const model = positionals[0]!;
   if (typeof flags.calib !== 'string') throw new UsageError('sparsify needs --calib CALIB.gguf (made by: flashlm calibrate MODEL --text ...)');
-  const bar = new Progress('training predictors', process.stderr, !flags.json, (n) => `${n.toFixed(0)} layers`);
+  const kind = strFlag(flags, 'predictor', 'lowrank', ['lowrank', 'gate'] as const);
+  const bar = new Progress(kind === 'gate' ? 'gate predictors' : 'training predictors', process.stderr, !flags.json, (n) => `${n.toFixed(0)} layers`);
   const wbar = new Progress('writing', process.stderr, !flags.json);
   const r = await sparsify(model, flags.calib, {
     sparsity: numFlag(flags, 'sparsity', 0.6, 0, 0.99),
     rule: strFlag(flags, 'rule', 'abs', ['abs', 'gate'] as const),
+    predictor: kind,
     rank: intFlag(flags, 'rank', 256, 1, 1 << 16),
-    targetRecall: numFlag(flags, 'recall', 0.97, 0.01, 1),
-    predType: strFlag(flags, 'pred-type', 'q8_0', ['q8_0', 'f32'] as const),
+    targetRecall: numFlag(flags, 'recall', kind === 'gate' ? 0.99 : 0.97, 0.01, 1),
+    predType: strFlag(flags, 'pred-type', kind === 'gate' ? 'q4_0' : 'q8_0', kind === 'gate' ? ['q4_0', 'q8_0', 'f32'] as const : ['q8_0', 'f32'] as const),
     epochs: intFlag(flags, 'epochs', 3, 0, 1000),
     seed: intFlag(flags, 'seed', 1, 0, 2 ** 32 - 1),
     threads: intFlag(flags, 'threads', 2, 1, 64),
@@ -49,7 +54,7 @@ export async function cmdSparsify(argv: string[]): Promise<number> {
   for (const w of r.warnings) process.stderr.write(`flashlm: warning: ${w}\n`);
   if (flags.json) {
     process.stdout.write(`${JSON.stringify({
-      out: r.out, sparsity: r.sparsity, rule: r.rule, pred_type: r.predType, tokens: r.tokens, seconds: r.seconds, warnings: r.warnings,
+      out: r.out, sparsity: r.sparsity, rule: r.rule, predictor: r.predictor, pred_type: r.predType, tokens: r.tokens, seconds: r.seconds, warnings: r.warnings,
       layers: r.layers.map((L) => ({
         layer: L.layer, rank: L.rank, threshold: L.threshold, active_frac: L.activeFrac, recall: L.recall, precision: L.precision,
         over_read: L.overRead, predicted_frac: L.predictedFrac, held_out_active_frac: L.heldOutActiveFrac, seconds: L.seconds,
@@ -58,7 +63,7 @@ export async function cmdSparsify(argv: string[]): Promise<number> {
     return 0;
   }
   const t = r.tokens;
-  process.stdout.write(`wrote ${r.out}: ${r.predType} predictors for ${(100 * r.sparsity).toFixed(0)}% sparsity; ${t.total} calibration tokens ` +
+  process.stdout.write(`wrote ${r.out}: ${r.predType} ${r.predictor === 'gate' ? 'gate-copy' : 'low-rank'} predictors for ${(100 * r.sparsity).toFixed(0)}% sparsity; ${t.total} calibration tokens ` +
     `(${t.fitted} fitted, ${t.cutoff} for the cutoff, ${t.heldOut} held out); ${r.seconds.train.toFixed(1)} s training, ${r.seconds.write.toFixed(1)} s writing\n`);
   process.stdout.write(`layer  rank  ${r.rule === 'gate' ? ' gate' : '|act|'} threshold  active%   recall  precision  over-read   (held out)\n`);
   for (const L of r.layers) {

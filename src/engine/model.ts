@@ -22,7 +22,7 @@ import { WholeLayerSource } from '../flash/layer-source.js';
 import { MatrixNeuronSource } from '../flash/neuron-source.js';
 import { collapseThreshold } from '../flash/read-planner.js';
 import {
-  AllPredictor, forwardSparse, LowRankPredictor, makeSparsePlans, type Predictor, type SparsePlan, type SparseStats,
+  AllPredictor, forwardSparse, GatePredictor, LowRankPredictor, makeSparsePlans, type Predictor, type SparsePlan, type SparseStats,
 } from '../model/sparse.js';
 import { loadDiskProfile, profilePathFor, type DiskProfile } from '../flash/profile.js';
 
@@ -240,7 +240,9 @@ export class Model {
         throw new EngineError(`--mode ${opts.mode} reads the FFN from a flash-layout file; ${path} is not one (make it with: flashlm convert SRC -o OUT.gguf --quant q8_0 --layout flash)`);
       }
       const filePred = sparse && (opts.predictor ?? 'file') === 'file';
-      if (filePred && !source.tensors.some((t) => t.name === 'blk.0.pred_a')) {
+      const predKind: unknown = source.metadata.get('flashlm.predictor.kind')?.value ?? 'lowrank';
+      if (filePred && predKind !== 'lowrank' && predKind !== 'gate') throw new EngineError(`${path}: flashlm.predictor.kind '${String(predKind)}' is not lowrank or gate (made by a newer flashlm?)`);
+      if (filePred && !source.tensors.some((t) => t.name === (predKind === 'gate' ? 'blk.0.pred_gate' : 'blk.0.pred_a'))) {
         throw new EngineError(`--mode sparse needs predictors in ${path}: calibrate and sparsify it first (flashlm calibrate MODEL --text DIR; flashlm sparsify MODEL --calib CALIB)`);
       }
       let thresholds: Sparsity | undefined;
@@ -314,7 +316,7 @@ export class Model {
       const weights = loadWeights(cfg, source.tensors, (name, dst) => (source.readTensor(name, dst), checks?.tensor(name, dst)), compute, {
         ctx, kvType, maxArenaBytes: opts.maxArenaBytes, onProgress: opts.onProgress, bundles, streamFFN: hybrid, streamAll,
         kv: { positions: kvPos, pageSize, slots: sequences }, actBytes: actOut.bytes,
-        ...(sparse ? { sparse: { capacity, predictors: filePred, streamRows } } : {}),
+        ...(sparse ? { sparse: { capacity, predictors: filePred ? (predKind as 'lowrank' | 'gate') : false, streamRows } } : {}),
       });
       const state = makeState(cfg, weights, ctx, (b) => planLiveness(b));
       const cache = makeCache(cfg, weights, ctx, kvType, { positions: kvPos, pageSize, slots: sequences });
@@ -362,7 +364,7 @@ export class Model {
             arena: L.arena, matrixOff: L.matrix!, fileOffset: layers[l]!.bundleOffset, perm: layers[l]!.perm, ...(L.stream !== undefined ? { streamOff: L.stream } : {}),
           })), { nFF: cfg.ffnDim, recordBytes: bundles!.recordBytes, capacity, window, collapseGap: gap, maxReadBytes: m.readPlan.maxReadBytes, admission: opts.admission, gapRoom: opts.gapRoom, streamRows });
           m.sparse = {
-            src, pred: filePred ? new LowRankPredictor(cfg, weights, state) : new AllPredictor(cfg.ffnDim),
+            src, pred: !filePred ? new AllPredictor(cfg.ffnDim) : predKind === 'gate' ? new GatePredictor(cfg, weights, state, thresholds!.rule) : new LowRankPredictor(cfg, weights, state),
             sp: thresholds ?? { rule: 'abs', t: new Float32Array(cfg.nLayers) }, plans: makeSparsePlans(cfg, weights, m.plans), ids: new Int32Array(cfg.ffnDim),
             stats: { predicted: 0, computed: 0, dropped: 0, stallMs: 0 }, capacity, window, collapseGap: gap,
           };

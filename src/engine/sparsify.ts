@@ -24,8 +24,9 @@ import { isFlashLayout, openFlashLayout } from '../formats/flash-layout.js';
 import { TensorType } from '../formats/ggml-types.js';
 import { dequantize, quantize } from '../formats/quant.js';
 import {
-  CalibrationMismatchError, readGateWeights, writeWithPredictors, type PredType, type PredictorLayerData,
+  CalibrationMismatchError, readGateWeights, writeWithPredictors, type PredType, type PredictorKind, type PredictorLayerData,
 } from '../formats/predictors.js';
+import { gatePredictor, gateWorkspaceBytes } from './sparsify-gate.js';
 import { thresholdForSparsity } from './calibrate.js';
 import type { SparsityRule } from '../model/llama.js';
 import { PredictorWorkspace, predictorWorkspaceBytes, trainPredictor, type LowRankPredictor } from './predictor-train.js';
@@ -48,7 +49,9 @@ export interface SparsifyOptions {
   rank?: number | number[]; // predictor rank, or one per layer (default 256; lowered to what the data allows)
   targetRecall?: number; // default 0.97
   epochs?: number; // BCE epochs (trainer default 3)
-  predType?: PredType; // default q8_0
+  /** 'lowrank' (default: trained rank-r predictors) or 'gate' (a predType-quantized copy of W_gate, sparsify-gate.ts) */
+  predictor?: PredictorKind;
+  predType?: PredType; // default q8_0 (lowrank), q4_0 (gate)
   out?: string; // default: the model file, replaced atomically
   threads?: number; // default 2
   seed?: number;
@@ -76,6 +79,7 @@ export interface SparsifyResult {
   sparsity: number;
   rule: SparsityRule;
   predType: PredType;
+  predictor: PredictorKind;
   tokens: { total: number; fitted: number; cutoff: number; heldOut: number };
   layers: SparsifyLayer[];
   warnings: string[];
@@ -89,12 +93,14 @@ export async function sparsify(modelPath: string, calibPath: string, opts: Spars
   const t0 = performance.now();
   const sparsity = opts.sparsity ?? 0.6;
   const recallTarget = opts.targetRecall ?? 0.97;
-  const predType = opts.predType ?? 'q8_0';
+  const kind = opts.predictor ?? 'lowrank';
+  if (kind !== 'lowrank' && kind !== 'gate') throw new SparsifyError(`predictor '${String(kind)}' (use lowrank or gate)`);
+  const predType = opts.predType ?? (kind === 'gate' ? 'q4_0' : 'q8_0');
   const rule = opts.rule ?? 'abs';
   if (rule !== 'abs' && rule !== 'gate') throw new SparsifyError(`rule '${String(rule)}' (use abs or gate)`);
   if (!(sparsity >= 0 && sparsity <= 0.99)) throw new SparsifyError(`sparsity ${sparsity} not in [0, 0.99]`);
   if (!(recallTarget > 0 && recallTarget <= 1)) throw new SparsifyError(`target recall ${recallTarget} not in (0, 1]`);
-  if (predType !== 'q8_0' && predType !== 'f32') throw new SparsifyError(`predictor type '${String(predType)}' (use q8_0 or f32)`);
+  if (predType !== 'q8_0' && predType !== 'f32' && !(predType === 'q4_0' && kind === 'gate')) throw new SparsifyError(`predictor type '${String(predType)}' (use q8_0 or f32${kind === 'gate' ? ' or q4_0' : ''})`);
   const f = readGGUF(modelPath);
   if (!isFlashLayout(f)) throw new SparsifyError(`${modelPath} is not a flash-layout file (make one with: flashlm convert SRC -o OUT.gguf --quant q8_0 --layout flash)`);
   const layout = openFlashLayout(f);
@@ -115,7 +121,7 @@ export async function sparsify(modelPath: string, calibPath: string, opts: Spars
 
   // ranks: as asked, lowered to what the data allows (≤ dim, ffn, fitted tokens), multiples of 32 for q8_0
   const warnings: string[] = [];
-  const asked = Array.isArray(opts.rank) ? opts.rank : Array.from({ length: nLayers }, () => (opts.rank as number | undefined) ?? 256);
+  const asked = kind === 'gate' ? Array.from({ length: nLayers }, () => 32) : Array.isArray(opts.rank) ? opts.rank : Array.from({ length: nLayers }, () => (opts.rank as number | undefined) ?? 256);
   if (asked.length !== nLayers) throw new SparsifyError(`${asked.length} ranks given for ${nLayers} layers`);
   const ranks = asked.map((r, l) => {
     if (!Number.isInteger(r) || r < 1) throw new SparsifyError(`layer ${l}: rank ${r} is not a positive integer`);
@@ -126,14 +132,18 @@ export async function sparsify(modelPath: string, calibPath: string, opts: Spars
     if (k !== r) warnings.push(`layer ${l}: rank ${r} lowered to ${k} (limit: dim ${dim}, ffn ${ffn}, ${nt} fitted tokens)`);
     return k;
   });
+  if (kind === 'gate') ranks.fill(0);
+  if (kind === 'gate' && predType !== 'f32' && dim % 32 !== 0) throw new SparsifyError(`a ${predType} gate copy needs dim % 32 == 0 (dim ${dim}); use --pred-type f32`);
+  const actFn: unknown = f.metadata.get('flashlm.activation')?.value ?? 'silu';
+  if (actFn !== 'silu' && actFn !== 'relu') throw new SparsifyError(`${modelPath}: activation '${String(actFn)}' (silu or relu)`);
   const maxRank = Math.max(...ranks);
   const q8 = predType === 'q8_0';
 
   const compute = await Compute.create({ threads: opts.threads ?? 2 });
   try {
-    const trainBytes = predictorWorkspaceBytes({ n: nTrain, dim, ffn, rank: maxRank, gateW: true });
+    const trainBytes = kind === 'gate' ? gateWorkspaceBytes(dim, ffn) : predictorWorkspaceBytes({ n: nTrain, dim, ffn, rank: maxRank, gateW: true });
     const gateBytes = rule === 'gate' ? (ffn * dim + EVAL_BATCH * (dim + ffn)) * 4 + 128 : 0;
-    const ws = new PredictorWorkspace(compute, Math.max(trainBytes, scoreBytes(dim, ffn, maxRank), gateBytes));
+    const ws = new PredictorWorkspace(compute, Math.max(trainBytes, kind === 'gate' ? 0 : scoreBytes(dim, ffn, maxRank), gateBytes));
     const gateW = new Float32Array(ffn * dim);
     const fb = Math.ceil(ffn / 8);
     const results: SparsifyLayer[] = [];
@@ -160,6 +170,17 @@ export async function sparsify(modelPath: string, calibPath: string, opts: Spars
         }
       }
       thresholds[l] = th.threshold;
+      if (kind === 'gate') {
+        const e = gatePredictor(compute, ws, { x, gateW, target, n, dim, ffn, cutoffTokens: [nt, nTrain], heldOut: [nTrain, n] }, { type: predType, rule, act: actFn, recall: recallTarget });
+        stored.push({ a: new Float32Array(0), b: new Float32Array(0), gate: gateW.slice(), thr: e.thr, rank: 0, recall: e.recall, precision: e.precision, overRead: e.overRead });
+        results.push({
+          layer: l, rank: 0, code: th.code, threshold: th.threshold, activeFrac: act / (n * ffn), heldOutActiveFrac: e.activeFrac,
+          recall: e.recall, precision: e.precision, overRead: e.overRead, predictedFrac: e.predictedFrac, cutoff: e.cutoff, trainCutoff: e.cutoff,
+          seconds: (performance.now() - tl) / 1000,
+        });
+        opts.onProgress?.({ phase: 'train', done: l + 1, total: nLayers });
+        continue;
+      }
       const { predictor: p } = trainPredictor(compute, {
         n: nTrain, dim, ffn, x: x.subarray(0, nTrain * dim), target: target.subarray(0, nTrain * fb), gateW,
       }, { rank: ranks[l]!, epochs: opts.epochs, seed: opts.seed, targetRecall: recallTarget, validation: nv, workspace: ws });
@@ -181,12 +202,12 @@ export async function sparsify(modelPath: string, calibPath: string, opts: Spars
     const tTrain = performance.now();
     const out = opts.out ?? modelPath;
     writeWithPredictors(modelPath, out, {
-      layers: stored, sparsity, thresholds, rule, predType,
+      layers: stored, sparsity, thresholds, rule, predType, kind,
       calibration: { path: calibPath, tokens: n, files: cal.meta.files.length, identity: cal.meta.modelIdentity },
     }, (done, total) => opts.onProgress?.({ phase: 'write', done, total }));
     const tEnd = performance.now();
     return {
-      out, sparsity, rule, predType, tokens: { total: n, fitted: nt, cutoff: nv, heldOut: nHeld }, layers: results, warnings,
+      out, sparsity, rule, predType, predictor: kind, tokens: { total: n, fitted: nt, cutoff: nv, heldOut: nHeld }, layers: results, warnings,
       seconds: { train: (tTrain - t0) / 1000, write: (tEnd - tTrain) / 1000, total: (tEnd - t0) / 1000 },
     };
   } finally {

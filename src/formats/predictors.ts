@@ -7,6 +7,10 @@
 //   blk.l.pred_b    GGUF dims [rank, ffn]   q8_0 or f32   B [ffn × rank] row-major: s = B·h
 //   blk.l.pred_thr  GGUF dims [ffn, 1]      f32           per-neuron cutoff: neuron j predicted
 //                                                         active ⇔ s_j > thr_j (bias folded in)
+// or, predictor kind 'gate' (flashlm.predictor.kind), a quantized copy of the gate itself:
+//   blk.l.pred_gate GGUF dims [dim, ffn]    q4_0, q8_0 or f32   W̃_gate [ffn × dim]: ĝ = W̃·x
+//   blk.l.pred_thr  as above: neuron j predicted ⇔ score_j > thr_j, score = |act(ĝ_j)| (rule 'abs')
+//                   or ĝ_j (rule 'gate') — the exact rule applied to an approximate gate
 // (pred_thr is written 2-D [ffn, 1] because the sparse-mode loader (model/llama-load.ts) expects that
 // shape; a loader asking for [ffn] accepts it too (trailing 1s). Readers here accept both.)
 // x is the layer's FFN input (RMS-normed hidden state). Rows of B and entries of thr are indexed by
@@ -21,7 +25,8 @@
 //   flashlm.predictor.type string 'q8_0'|'f32';  flashlm.predictor.recall / .precision /
 //   .over_read f32[nLayers] (held-out calibration tokens, for inspect);
 //   flashlm.predictor.model_identity string (calibration's modelIdentity = this file's);
-//   flashlm.predictor.calibration_tokens u32.
+//   flashlm.predictor.calibration_tokens u32;  flashlm.predictor.kind string 'lowrank'|'gate'
+//   (absent: 'lowrank'; with 'gate' the ranks are 0 and the type may also be 'q4_0').
 //
 // Rewriting: every tensor of the input is copied byte for byte (no requantization) while its digest
 // is checked against the input's checksums (a corrupt input is refused with ChecksumError rather
@@ -54,12 +59,16 @@ export const PK = {
   overRead: 'flashlm.predictor.over_read',
   identity: 'flashlm.predictor.model_identity',
   calibTokens: 'flashlm.predictor.calibration_tokens',
+  kind: 'flashlm.predictor.kind',
 } as const;
 
-export const predName = (l: number, part: 'a' | 'b' | 'thr'): string => `blk.${l}.pred_${part}`;
-export const PRED_RE = /^blk\.(\d+)\.pred_(a|b|thr)$/;
+export const predName = (l: number, part: 'a' | 'b' | 'thr' | 'gate'): string => `blk.${l}.pred_${part}`;
+export const PRED_RE = /^blk\.(\d+)\.pred_(a|b|thr|gate)$/;
 
-export type PredType = 'q8_0' | 'f32';
+/** q4_0 only for kind 'gate' (a low-rank factor's rounding error compounds through two products). */
+export type PredType = 'q8_0' | 'f32' | 'q4_0';
+/** 'lowrank': h = A·x, s = B·h (LLM in a flash §3.1); 'gate': a quantized copy of W_gate, ĝ = W̃·x. */
+export type PredictorKind = 'lowrank' | 'gate';
 
 /** The calibration data was collected on a different model (weights) than the one given. */
 export class CalibrationMismatchError extends Error {
@@ -78,10 +87,11 @@ export class PredictorFormatError extends Error {
 }
 
 export interface PredictorLayerData {
-  a: Float32Array; // [rank × dim]
-  b: Float32Array; // [ffn × rank]
+  a: Float32Array; // [rank × dim] (kind 'gate': unused, empty)
+  b: Float32Array; // [ffn × rank] (kind 'gate': unused, empty)
+  gate?: Float32Array; // kind 'gate': W_gate [ffn × dim], row j = neuron j (quantized to predType when written)
   thr: Float32Array; // [ffn] per-neuron score cutoff (predictorThresholds())
-  rank: number;
+  rank: number; // kind 'gate': 0
   recall: number; // held-out figures (stored for inspect)
   precision: number;
   overRead: number;
@@ -93,6 +103,7 @@ export interface PredictorAddition {
   thresholds: Float32Array; // [nLayers] t_l on |act(gate)| (rule 'abs') or on gate·x (rule 'gate')
   rule?: 'abs' | 'gate'; // default 'abs'
   predType: PredType;
+  kind?: PredictorKind; // default 'lowrank'
   calibration: { path: string; tokens: number; files: number; identity: string };
 }
 
@@ -103,7 +114,7 @@ export interface WriteResult {
   seconds: number;
 }
 
-const typeId = (t: PredType): number => (t === 'q8_0' ? TensorType.Q8_0 : TensorType.F32);
+const typeId = (t: PredType): number => (t === 'q8_0' ? TensorType.Q8_0 : t === 'q4_0' ? TensorType.Q4_0 : TensorType.F32);
 const CHUNK = 8 << 20; // bytes per read while copying resident tensors
 
 type Item = { kind: 'copy'; t: TensorInfo } | { kind: 'pred'; name: string; dims: number[]; type: number; data: () => Uint8Array };
@@ -143,11 +154,15 @@ export function writeWithPredictors(flashPath: string, outPath: string, add: Pre
     if (m) {
       const l = Number(m[1]);
       const P = add.layers[l]!;
-      items.push(
-        { kind: 'pred', name: predName(l, 'a'), dims: [dim, P.rank], type: pt, data: () => quantize(pt, P.a) },
-        { kind: 'pred', name: predName(l, 'b'), dims: [P.rank, nFF], type: pt, data: () => quantize(pt, P.b) },
-        { kind: 'pred', name: predName(l, 'thr'), dims: [nFF, 1], type: TensorType.F32, data: () => new Uint8Array(P.thr.buffer, P.thr.byteOffset, P.thr.byteLength) },
-      );
+      if (add.kind === 'gate') {
+        items.push({ kind: 'pred', name: predName(l, 'gate'), dims: [dim, nFF], type: pt, data: () => quantize(pt, P.gate!) });
+      } else {
+        items.push(
+          { kind: 'pred', name: predName(l, 'a'), dims: [dim, P.rank], type: pt, data: () => quantize(pt, P.a) },
+          { kind: 'pred', name: predName(l, 'b'), dims: [P.rank, nFF], type: pt, data: () => quantize(pt, P.b) },
+        );
+      }
+      items.push({ kind: 'pred', name: predName(l, 'thr'), dims: [nFF, 1], type: TensorType.F32, data: () => new Uint8Array(P.thr.buffer, P.thr.byteOffset, P.thr.byteLength) });
     } else if (!oldIndex.has(t.name)) {
       throw new FormatError(flashPath, `tensor '${t.name}'`, `has no checksum in '${CK.tensorNames}'`);
     }
@@ -180,6 +195,7 @@ export function writeWithPredictors(flashPath: string, outPath: string, add: Pre
   set(PK.overRead, VT.ARRAY, Float32Array.from(add.layers.map((p) => p.overRead)), VT.FLOAT32);
   set(PK.identity, VT.STRING, identity);
   set(PK.calibTokens, VT.UINT32, add.calibration.tokens);
+  set(PK.kind, VT.STRING, add.kind ?? 'lowrank');
 
   // --- data
   removeStaleTemps(outPath); // `${outPath}.sparsify-<pid>` (+ its `.tmp-<pid>`) of killed runs
@@ -261,12 +277,14 @@ export function writeWithPredictors(flashPath: string, outPath: string, add: Pre
 
 function predBytes(type: number, dims: number[]): number {
   const n = dims.reduce((a, b) => a * b, 1);
-  return type === TensorType.Q8_0 ? (n / 32) * 34 : n * 4;
+  return type === TensorType.Q8_0 ? (n / 32) * 34 : type === TensorType.Q4_0 ? (n / 32) * 18 : n * 4;
 }
 
 function checkAddition(add: PredictorAddition, nLayers: number, dim: number, nFF: number): void {
   const bad = (msg: string): never => { throw new PredictorFormatError(`predictors: ${msg}`); };
-  if (add.predType !== 'q8_0' && add.predType !== 'f32') bad(`type '${String(add.predType)}' (use q8_0 or f32)`);
+  const kind = add.kind ?? 'lowrank';
+  if (kind !== 'lowrank' && kind !== 'gate') bad(`kind '${String(kind)}' (lowrank or gate)`);
+  if (add.predType !== 'q8_0' && add.predType !== 'f32' && !(add.predType === 'q4_0' && kind === 'gate')) bad(`type '${String(add.predType)}' (use q8_0 or f32${kind === 'gate' ? ' or q4_0' : ''})`);
   if (!(add.sparsity >= 0 && add.sparsity < 1)) bad(`sparsity ${add.sparsity} not in [0, 1)`);
   if (add.layers.length !== nLayers) bad(`${add.layers.length} layers, the model has ${nLayers}`);
   if (add.thresholds.length !== nLayers) bad(`${add.thresholds.length} thresholds, the model has ${nLayers} layers`);
@@ -275,7 +293,16 @@ function checkAddition(add: PredictorAddition, nLayers: number, dim: number, nFF
   if (rule !== 'abs' && rule !== 'gate') bad(`rule '${String(rule)}' (abs or gate)`);
   // abs: |act| ≥ t needs t ≥ 0; gate: any finite pre-activation cutoff
   add.thresholds.forEach((t, l) => { if (rule === 'abs' ? !(t >= 0) : !Number.isFinite(t)) bad(`layer ${l}: threshold ${t} is not ${rule === 'abs' ? '≥ 0' : 'finite'}`); });
-  if (add.predType === 'q8_0' && dim % 32 !== 0) bad(`q8_0 predictors need dim % 32 == 0 (dim ${dim}); use f32`);
+  if (add.predType !== 'f32' && dim % 32 !== 0) bad(`${add.predType} predictors need dim % 32 == 0 (dim ${dim}); use f32`);
+  if (kind === 'gate') {
+    add.layers.forEach((p, l) => {
+      if (p.rank !== 0) bad(`layer ${l}: a gate predictor has rank 0, got ${p.rank}`);
+      if (!p.gate || p.gate.length !== nFF * dim) bad(`layer ${l}: gate has ${p.gate?.length ?? 0} values, want ffn·dim = ${nFF * dim}`);
+      if (p.thr.length !== nFF) bad(`layer ${l}: thr has ${p.thr.length} values, want ffn = ${nFF}`);
+      for (const v of p.thr) if (Number.isNaN(v)) bad(`layer ${l}: thr holds NaN`);
+    });
+    return;
+  }
   add.layers.forEach((p, l) => {
     const r = p.rank;
     if (!Number.isInteger(r) || r < 1 || r > dim) bad(`layer ${l}: rank ${r} not in 1..${dim}`);
@@ -295,15 +322,17 @@ export interface PredictorMeta {
   sparsity: number;
   thresholds: Float32Array; // [nLayers]
   rule: 'abs' | 'gate';
-  ranks: number[]; // [nLayers]
+  kind: PredictorKind;
+  ranks: number[]; // [nLayers] (kind 'gate': zeros)
   type: PredType;
   recall: Float32Array; // [nLayers], held out
   precision: Float32Array;
   overRead: Float32Array;
   modelIdentity: string;
   calibrationTokens: number;
-  /** the pred tensors of each layer, checked: a [dim, rank], b [rank, ffn] of `type`, thr [ffn] (or [ffn, 1]) f32 */
-  tensors: { a: TensorInfo; b: TensorInfo; thr: TensorInfo }[];
+  /** the pred tensors of each layer, checked: a [dim, rank], b [rank, ffn] of `type` (kind 'gate':
+   * gate [dim, ffn] instead), thr [ffn] (or [ffn, 1]) f32 */
+  tensors: { a?: TensorInfo; b?: TensorInfo; gate?: TensorInfo; thr: TensorInfo }[];
 }
 
 /** The sparse/predictor metadata of a flash-layout file, every value checked (FormatError naming
@@ -333,9 +362,12 @@ export function readPredictorMeta(f: GGUFFile): PredictorMeta | undefined {
   if (!rk || !(rk.value instanceof Uint32Array)) return bad(PK.rank, 'missing or not a uint32 array');
   if (rk.value.length !== nLayers) bad(PK.rank, `${rk.value.length} entries for ${nLayers} layers`);
   const ranks = [...rk.value];
+  const kind: unknown = f.metadata.get(PK.kind)?.value ?? 'lowrank';
+  if (kind !== 'lowrank' && kind !== 'gate') return bad(PK.kind, `'${String(kind)}' is not lowrank or gate`);
   const type = f.metadata.get(PK.type)?.value as unknown;
-  if (type !== 'q8_0' && type !== 'f32') return bad(PK.type, `'${String(type)}' is not q8_0 or f32`);
-  ranks.forEach((r, l) => {
+  if (type !== 'q8_0' && type !== 'f32' && !(type === 'q4_0' && kind === 'gate')) return bad(PK.type, `'${String(type)}' is not q8_0 or f32${kind === 'gate' ? ' or q4_0' : ''}`);
+  if (kind === 'gate') ranks.forEach((r, l) => { if (r !== 0) bad(PK.rank, `layer ${l}: rank ${r} (a gate predictor has rank 0)`); });
+  else ranks.forEach((r, l) => {
     if (r < 1 || r > L.dim) bad(PK.rank, `layer ${l}: rank ${r} not in 1..${L.dim}`);
     if (type === 'q8_0' && r % 32 !== 0) bad(PK.rank, `layer ${l}: rank ${r} is not a multiple of 32 (q8_0)`);
   });
@@ -356,10 +388,12 @@ export function readPredictorMeta(f: GGUFFile): PredictorMeta | undefined {
       }
       return t;
     };
-    return { a: get(predName(l, 'a'), [L.dim, r], pt), b: get(predName(l, 'b'), [r, nFF], pt), thr: get(predName(l, 'thr'), [nFF], TensorType.F32) };
+    const thr = get(predName(l, 'thr'), [nFF], TensorType.F32);
+    if (kind === 'gate') return { gate: get(predName(l, 'gate'), [L.dim, nFF], pt), thr };
+    return { a: get(predName(l, 'a'), [L.dim, r], pt), b: get(predName(l, 'b'), [r, nFF], pt), thr };
   });
   return {
-    version, sparsity: sp!.value as number, thresholds, rule, ranks, type, recall, precision, overRead, modelIdentity: id, calibrationTokens, tensors,
+    version, sparsity: sp!.value as number, thresholds, rule, kind, ranks, type, recall, precision, overRead, modelIdentity: id, calibrationTokens, tensors,
   };
 }
 
@@ -367,6 +401,7 @@ export function readPredictorMeta(f: GGUFFile): PredictorMeta | undefined {
 export function loadPredictor(f: GGUFFile, meta: PredictorMeta, l: number): { rank: number; a: Float32Array; b: Float32Array; thr: Float32Array } {
   const T = meta.tensors[l];
   if (!T) throw new RangeError(`layer ${l} outside [0, ${meta.tensors.length})`);
+  if (!T.a || !T.b) throw new PredictorFormatError(`layer ${l}: a '${meta.kind}' predictor has no low-rank factors`);
   const load = (t: TensorInfo): Float32Array => {
     const raw = new Uint8Array(t.bytes);
     readTensorData(f.path, t, raw);
@@ -416,10 +451,10 @@ export function describePredictors(f: GGUFFile): string[] {
   const n = m.ranks.length;
   const mean = (a: ArrayLike<number>) => Array.from(a).reduce((s, v) => s + v, 0) / Math.max(1, a.length);
   const ranks = [...new Set(m.ranks)];
-  const bytes = m.tensors.reduce((s, t) => s + t.a.bytes + t.b.bytes + t.thr.bytes, 0);
+  const bytes = m.tensors.reduce((s, t) => s + (t.a?.bytes ?? 0) + (t.b?.bytes ?? 0) + (t.gate?.bytes ?? 0) + t.thr.bytes, 0);
   return [
     `sparse        v${m.version}: target sparsity ${(100 * m.sparsity).toFixed(0)}%, ${m.rule === 'gate' ? 'gate' : '|act|'} thresholds ${Math.min(...m.thresholds).toPrecision(3)}..${Math.max(...m.thresholds).toPrecision(3)} over ${n} layers`,
-    `  predictors  ${m.type}, rank ${ranks.length === 1 ? ranks[0] : `${Math.min(...ranks)}..${Math.max(...ranks)}`}, ${(bytes / 1e6).toFixed(1)} MB; held-out recall ${mean(m.recall).toFixed(3)} ` +
+    `  predictors  ${m.type}, ${m.kind === 'gate' ? 'quantized gate copy' : `rank ${ranks.length === 1 ? ranks[0] : `${Math.min(...ranks)}..${Math.max(...ranks)}`}`}, ${(bytes / 1e6).toFixed(1)} MB; held-out recall ${mean(m.recall).toFixed(3)} ` +
       `(min ${Math.min(...m.recall).toFixed(3)}), precision ${mean(m.precision).toFixed(3)}, over-read ${mean(m.overRead).toFixed(2)}×; ${m.calibrationTokens} calibration tokens`,
   ];
 }

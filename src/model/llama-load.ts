@@ -33,7 +33,7 @@ export interface LoadOptions {
   streamAll?: StreamPlan;
   /** Sparse mode: bundles stay on flash; each layer gets a DRAM neuron matrix region of `capacity`
    * records in its arena, and (predictors) its blk.N.pred_a / pred_b / pred_thr tensors. */
-  sparse?: { capacity: number; predictors: boolean; /** rows per half of each arena's stream buffer (0: none) */ streamRows?: number };
+  sparse?: { capacity: number; /** the file's predictors: low-rank (pred_a/b/thr), a gate copy (pred_gate/thr) or none */ predictors: false | 'lowrank' | 'gate'; /** rows per half of each arena's stream buffer (0: none) */ streamRows?: number };
   /** Paged KV pool beside each layer (see makeCache): positions in all pages (default ctx), page
    * size (default KV_PAGE_SIZE) and page tables per arena (sequences at once, default 1). */
   kv?: { positions: number; pageSize: number; slots: number };
@@ -191,11 +191,15 @@ export function loadWeights(
         throw new ModelConfigError(`flash-layout model: 'blk.${l}.ffn_bundle' missing or not [${B.recordBytes} × ${ffnDim}] bytes`);
       }
       const pred: TensorDesc[] = [];
-      if (opts.sparse?.predictors) {
+      if (opts.sparse?.predictors === 'lowrank') {
         const a = byName.get(`blk.${l}.pred_a`);
         const rank = a?.dims[1] ?? 0;
         if (!a || !(rank > 0)) throw new ModelConfigError(`sparse mode: predictor tensor 'blk.${l}.pred_a' missing (run: flashlm sparsify MODEL --calib CALIB)`);
         pred.push(expectTensor(byName, `blk.${l}.pred_a`, [dim, rank]), expectTensor(byName, `blk.${l}.pred_b`, [rank, ffnDim]));
+      } else if (opts.sparse?.predictors === 'gate') {
+        pred.push(expectTensor(byName, `blk.${l}.pred_gate`, [dim, ffnDim]));
+      }
+      if (opts.sparse?.predictors) {
         const thr = expectTensor(byName, `blk.${l}.pred_thr`, [ffnDim, 1]);
         if (thr.type !== TensorType.F32) throw new ModelConfigError(`'blk.${l}.pred_thr' must be f32`);
         pred.push(thr);
@@ -287,7 +291,8 @@ export function loadWeights(
           arena, attnNorm: m[0]!.off, wq: m[1]!, wk: m[2]!, wv: m[3]!, wo: m[4]!, ffnNorm: m[5]!.off, ...(slot ? { slot: slots[p % 2]! } : {}),
           ...(sp ? { matrix: m[6]!.off } : {}),
           ...(streamOff !== undefined ? { stream: streamOff } : {}),
-          ...(sp?.predictors ? { pred: { a: m[7]!, b: m[8]!, thr: m[9]!.off, rank: m[7]!.rows } } : {}),
+          ...(sp?.predictors === 'lowrank' ? { pred: { a: m[7]!, b: m[8]!, thr: m[9]!.off, rank: m[7]!.rows } } : {}),
+          ...(sp?.predictors === 'gate' ? { predGate: { w: m[7]!, thr: m[8]!.off } } : {}),
         };
         if (B) {
           const bundle: Bundle = { off: m[6]!.off, n: ffnDim, recordBytes: B.recordBytes, type: B.type, gateOff: B.gateOff, upOff: B.upOff, downOff: B.downOff };

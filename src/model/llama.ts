@@ -118,6 +118,8 @@ export interface LayerWeights {
   stream?: number;
   /** Sparse mode: low-rank predictor, active ⇔ (B·(A·x))_i > thr_i. */
   pred?: { a: Mat /* [rank × dim] */; b: Mat /* [ffn × rank] */; thr: number /* f32 [ffn] */; rank: number };
+  /** Sparse mode: gate-copy predictor, active ⇔ score(W̃·x)_i > thr_i (score: the sparsity rule's). */
+  predGate?: { w: Mat /* [ffn × dim], q4_0/q8_0/f32 */; thr: number /* f32 [ffn] */ };
 }
 
 /** One layer's FFN stored as records (see formats/flash-layout.ts). Row order does not change y. */

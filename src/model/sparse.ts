@@ -7,7 +7,7 @@
 import type { Compute, MatvecJob } from '../kernels/index.js';
 import {
   attentionBlock, checkToken, embed, gatedAct, output,
-  type ArenaState, type KVCache, type LlamaConfig, type LlamaWeights, type Plans, type RunState, type Sparsity,
+  type ArenaState, type KVCache, type LlamaConfig, type LlamaWeights, type Plans, type RunState, type Sparsity, type SparsityRule,
 } from './llama.js';
 
 /** The rows of a layer's neuron matrix to compute over (records at off + r·recordBytes, r < n). */
@@ -81,26 +81,70 @@ export class LowRankPredictor implements Predictor {
     c.matvec(a, j.a);
     c.prepareX(a, p.b.type, s.att, s.xq, p.rank);
     c.matvec(a, j.b);
-    let k = 0;
-    const sc = j.s;
-    const thr = j.thr;
-    for (let i = 0; i < sc.length; i++) if (sc[i]! > thr[i]!) out[k++] = i;
-    if (k <= max) return k;
-    // more candidates than rows: keep the `max` with the largest margin over their cutoff
-    const m = this.margins.subarray(0, k);
-    for (let i = 0; i < k; i++) m[i] = sc[out[i]!]! - thr[out[i]!]!;
-    m.sort(); // ascending
-    const cut = m[k - max]!;
-    let above = 0; // strictly above the cut are kept first, ties fill up to max
-    for (let i = 0; i < k; i++) if (sc[out[i]!]! - thr[out[i]!]! > cut) above++;
-    let ties = max - above;
-    let n = 0;
-    for (let i = 0; i < k; i++) {
-      const id = out[i]!;
-      const d = sc[id]! - thr[id]!;
-      if (d > cut || (d === cut && ties-- > 0)) out[n++] = id;
+    return keepAbove(j.s, j.thr, out, max, this.margins);
+  }
+}
+
+/**
+ * Writes the ids i with score[i] > thr[i] into out and returns how many; when more than `max`
+ * qualify, keeps the `max` with the largest margin score − thr (ties by id). margins: scratch [ffn].
+ */
+function keepAbove(sc: Float32Array, thr: Float32Array, out: Int32Array, max: number, margins: Float32Array): number {
+  let k = 0;
+  for (let i = 0; i < sc.length; i++) if (sc[i]! > thr[i]!) out[k++] = i;
+  if (k <= max) return k;
+  // more candidates than rows: keep the `max` with the largest margin over their cutoff
+  const m = margins.subarray(0, k);
+  for (let i = 0; i < k; i++) m[i] = sc[out[i]!]! - thr[out[i]!]!;
+  m.sort(); // ascending
+  const cut = m[k - max]!;
+  let above = 0; // strictly above the cut are kept first, ties fill up to max
+  for (let i = 0; i < k; i++) if (sc[out[i]!]! - thr[out[i]!]! > cut) above++;
+  let ties = max - above;
+  let n = 0;
+  for (let i = 0; i < k; i++) {
+    const id = out[i]!;
+    const d = sc[id]! - thr[id]!;
+    if (d > cut || (d === cut && ties-- > 0)) out[n++] = id;
+  }
+  return n;
+}
+
+/**
+ * The stored gate-copy predictors (blk.N.pred_gate, a q4_0/q8_0/f32 copy of W_gate, and pred_thr):
+ * ĝ = W̃·x [ffn] into `hb2` (overwritten by the FFN afterwards), then the sparsity rule's own score
+ * — |act(ĝ)| for 'abs', ĝ for 'gate' — against the per-neuron cutoff. The score is computed in
+ * place over hb2 (ffn floats per layer: ~14k exp() at 13B shapes, ~0.1 ms).
+ */
+export class GatePredictor implements Predictor {
+  private readonly jobs: { job: MatvecJob[]; type: number; thr: Float32Array; s: Float32Array }[];
+  private readonly margins: Float32Array;
+
+  constructor(private readonly cfg: LlamaConfig, w: LlamaWeights, st: RunState, private readonly rule: SparsityRule) {
+    this.margins = new Float32Array(cfg.ffnDim);
+    this.jobs = w.layers.map((L, l) => {
+      const p = L.predGate;
+      if (!p) throw new Error(`internal: layer ${l} has no gate predictor`);
+      const s = st.arenas.get(L.arena)!;
+      return {
+        job: [{ type: p.w.type, w: p.w.off, rows: cfg.ffnDim, cols: cfg.dim, xq: s.xq, y: s.hb2 }],
+        type: p.w.type,
+        thr: L.arena.f32(p.thr, cfg.ffnDim),
+        s: L.arena.f32(s.hb2, cfg.ffnDim),
+      };
+    });
+  }
+
+  predict(c: Compute, l: number, s: ArenaState, out: Int32Array, max: number): number {
+    const j = this.jobs[l]!;
+    c.prepareX(s.arena, j.type, s.xb, s.xq, this.cfg.dim);
+    c.matvec(s.arena, j.job);
+    const g = j.s;
+    if (this.rule === 'abs') {
+      if (this.cfg.act === 'silu') for (let i = 0; i < g.length; i++) { const v = g[i]!; g[i] = Math.abs(v / (1 + Math.exp(-v))); }
+      else for (let i = 0; i < g.length; i++) if (!(g[i]! > 0)) g[i] = 0;
     }
-    return n;
+    return keepAbove(g, j.thr, out, max, this.margins);
   }
 }
 

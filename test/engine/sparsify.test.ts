@@ -224,3 +224,36 @@ test('sparsify --rule gate: τ is the sparsity quantile of g = W_gate·x, target
   assert.notDeepEqual(ram.logits[0], dense.logits[0]);
   assert.ok(sp.model.sparse!.stats.dropped > 0);
 });
+
+test('sparsify --predictor gate: a q4_0 copy of the gate scored with the rule; high held-out recall and precision; sparse mode matches the exact threshold', async () => {
+  const out = join(dir, 'gate-pred.gguf');
+  const r = await sparsify(model, calib, { out, predictor: 'gate', sparsity: 0.5, targetRecall: 0.99 });
+  assert.equal(r.predictor, 'gate');
+  assert.equal(r.predType, 'q4_0');
+  assert.ok(verifyModel(out).ok);
+  const g = readGGUF(out);
+  const m = readPredictorMeta(g)!;
+  assert.deepEqual([m.kind, m.type, m.ranks], ['gate', 'q4_0', [0, 0]]);
+  for (let l = 0; l < 2; l++) {
+    const t = m.tensors[l]!.gate!;
+    assert.deepEqual([...t.dims], [64, 192]);
+    assert.equal(t.bytes, (64 * 192 / 32) * 18);
+    const L = r.layers[l]!;
+    // the approximate gate separates the CATS band that a low-rank predictor cannot
+    assert.ok(L.recall > 0.95, `layer ${l}: held-out recall ${L.recall}`);
+    assert.ok(L.precision > 0.8, `layer ${l}: precision ${L.precision} (active ${L.heldOutActiveFrac})`);
+    assert.ok(L.predictedFrac < 0.7, `layer ${l}: predicted ${L.predictedFrac}`);
+  }
+  assert.throws(() => loadPredictor(g, m, 0), /no low-rank factors/);
+  const prompt = [1, 398, 259, 284, 272];
+  const exact = await greedyRun(out, prompt, 6, { mode: 'ram', thresholds: 'file' });
+  const sp = await greedyRun(out, prompt, 6, { mode: 'sparse', window: 0 });
+  assert.deepEqual(sp.tokens, exact.tokens);
+  const z = sp.model.sparse!.stats;
+  const passes = prompt.length + 5;
+  assert.ok(z.predicted < 0.7 * passes * o.layers * o.ffn!, `predicted ${z.predicted} of ${passes * o.layers * o.ffn!}`);
+  // a lowrank-only CLI flag combination is refused
+  const bad = spawnSync(process.execPath, [BIN, 'sparsify', model, '--calib', calib, '--pred-type', 'q4_0', '-o', join(dir, 'x.gguf')], { encoding: 'utf8', timeout: 60_000 });
+  assert.equal(bad.status, 1);
+  assert.match(bad.stderr, /pred-type/);
+});
