@@ -1,11 +1,11 @@
 // `flashlm sparsify MODEL --calib CALIB.gguf [--sparsity 0.6] [--rule abs|gate] [--predictor lowrank|gate] [--rank 256] [--recall 0.97]
-//  [--pred-type q8_0|f32|q4_0] [--epochs 3] [-o OUT.gguf] [--threads N] [--json]`
+//  [--pred-type q8_0|f32|q4_0] [--exact-cutoff] [--epochs 3] [-o OUT.gguf] [--threads N] [--json]`
 import { sparsify } from '../engine/sparsify.js';
 import { Progress } from './progress.js';
 import { intFlag, numFlag, parse, strFlag, UsageError } from './main.js';
 
 const USAGE = `usage: flashlm sparsify MODEL --calib CALIB.gguf [--sparsity 0.6] [--rule abs|gate] [--predictor lowrank|gate]
-                        [--rank 256] [--recall 0.97] [--pred-type q8_0|f32|q4_0] [--epochs 3] [-o OUT.gguf] [--threads N] [--json]
+                        [--rank 256] [--recall 0.97] [--pred-type q8_0|f32|q4_0] [--exact-cutoff] [--epochs 3] [-o OUT.gguf] [--threads N] [--json]
 Adds per-layer activation thresholds (for --sparsity of the FFN activations on the calibration text)
 and low-rank activation predictors (trained for --recall of the active neurons) to a flash-layout
 MODEL. MODEL must be the model the calibration was made on (flashlm calibrate). The last 10% of the
@@ -16,6 +16,8 @@ negative gate values around the SiLU minimum, which it cannot).
 --predictor lowrank (default): trained rank --rank predictors (LLM in a flash §3.1), --pred-type q8_0.
 --predictor gate: a quantized copy of each layer's gate (--pred-type q4_0 by default: 0.56 bytes per
 weight, resident in DRAM) scored with the rule itself; its cutoff is set for --recall (default 0.99).
+--exact-cutoff (gate): the cutoff is the threshold itself; with --pred-type q8_0 on a q8_0 model the
+predicted set is exactly the active set (an oracle for measuring what a predictor over-reads).
 Default OUT: MODEL itself, replaced only when the new file is complete. Running it again replaces
 the predictors.
 `;
@@ -24,7 +26,7 @@ export async function cmdSparsify(argv: string[]): Promise<number> {
   const { flags, positionals } = parse(argv, {
     calib: { type: 'string' }, predictor: { type: 'string' }, sparsity: { type: 'string' }, rule: { type: 'string' }, rank: { type: 'string' }, recall: { type: 'string' },
     'pred-type': { type: 'string' }, epochs: { type: 'string' }, output: { type: 'string', short: 'o' },
-    threads: { type: 'string' }, seed: { type: 'string' }, json: { type: 'boolean' },
+    threads: { type: 'string' }, seed: { type: 'string' }, json: { type: 'boolean' }, 'exact-cutoff': { type: 'boolean' },
   });
   if (flags.help) {
     process.stdout.write(USAGE);
@@ -40,6 +42,7 @@ export async function cmdSparsify(argv: string[]): Promise<number> {
     sparsity: numFlag(flags, 'sparsity', 0.6, 0, 0.99),
     rule: strFlag(flags, 'rule', 'abs', ['abs', 'gate'] as const),
     predictor: kind,
+    exactCutoff: !!flags['exact-cutoff'],
     rank: intFlag(flags, 'rank', 256, 1, 1 << 16),
     targetRecall: numFlag(flags, 'recall', kind === 'gate' ? 0.99 : 0.97, 0.01, 1),
     predType: strFlag(flags, 'pred-type', kind === 'gate' ? 'q4_0' : 'q8_0', kind === 'gate' ? ['q4_0', 'q8_0', 'f32'] as const : ['q8_0', 'f32'] as const),

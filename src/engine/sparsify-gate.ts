@@ -47,7 +47,7 @@ export interface GatePredictorInput {
  * computed as the engine will: W̃ = dequantize(quantize(type, W_gate)) and, for a quantized W̃, x
  * rounded to q8_0 blocks (the q4_0/q8_0 matvec's activation format).
  */
-export function gatePredictor(c: Compute, ws: PredictorWorkspace, d: GatePredictorInput, o: { type: PredType; rule: SparsityRule; act: 'silu' | 'relu'; recall: number }): GatePredictorFigures {
+export function gatePredictor(c: Compute, ws: PredictorWorkspace, d: GatePredictorInput, o: { type: PredType; rule: SparsityRule; act: 'silu' | 'relu'; recall: number; /** use this cutoff instead of one for `recall` */ cutoff?: number }): GatePredictorFigures {
   const { dim, ffn } = d;
   if (gateWorkspaceBytes(dim, ffn) > ws.bytes) throw new RangeError(`gate predictor workspace too small (${ws.bytes} bytes)`);
   const tt = o.type === 'q4_0' ? TensorType.Q4_0 : o.type === 'q8_0' ? TensorType.Q8_0 : TensorType.F32;
@@ -72,18 +72,21 @@ export function gatePredictor(c: Compute, ws: PredictorWorkspace, d: GatePredict
       for (let i = 0; i < m; i++) fn(b0 + i, g.subarray(i * ffn, (i + 1) * ffn));
     }
   };
-  // cutoff: the score below which (1 − recall) of the truly active (token, neuron) pairs fall
-  const pos: number[] = [];
-  each(d.cutoffTokens[0], d.cutoffTokens[1], (t, g) => {
-    const bo = t * fb;
-    for (let j = 0; j < ffn; j++) if ((d.target[bo + (j >> 3)]! >> (j & 7)) & 1) pos.push(score(g[j]!));
-  });
-  if (pos.length === 0) throw new RangeError('no active neurons in the cutoff tokens');
-  const sorted = Float32Array.from(pos).sort();
-  const idx = Math.floor((1 - o.recall) * sorted.length);
-  // predicted ⇔ score > cutoff: just below the idx-th smallest positive score
-  const cutoff = idx > 0 ? sorted[idx - 1]! : sorted[0]! - Math.max(1e-6, Math.abs(sorted[0]!) * 1e-6);
+  const cutoff = o.cutoff ?? recallCutoff();
   let tp = 0, fp = 0, fn = 0;
+  function recallCutoff(): number {
+    // the score below which (1 − recall) of the truly active (token, neuron) pairs fall
+    const pos: number[] = [];
+    each(d.cutoffTokens[0], d.cutoffTokens[1], (t, g) => {
+      const bo = t * fb;
+      for (let j = 0; j < ffn; j++) if ((d.target[bo + (j >> 3)]! >> (j & 7)) & 1) pos.push(score(g[j]!));
+    });
+    if (pos.length === 0) throw new RangeError('no active neurons in the cutoff tokens');
+    const sorted = Float32Array.from(pos).sort();
+    const idx = Math.floor((1 - o.recall) * sorted.length);
+    // predicted ⇔ score > cutoff: just below the idx-th smallest positive score
+    return idx > 0 ? sorted[idx - 1]! : sorted[0]! - Math.max(1e-6, Math.abs(sorted[0]!) * 1e-6);
+  }
   each(d.heldOut[0], d.heldOut[1], (t, g) => {
     const bo = t * fb;
     for (let j = 0; j < ffn; j++) {

@@ -52,6 +52,10 @@ export interface SparsifyOptions {
   /** 'lowrank' (default: trained rank-r predictors) or 'gate' (a predType-quantized copy of W_gate, sparsify-gate.ts) */
   predictor?: PredictorKind;
   predType?: PredType; // default q8_0 (lowrank), q4_0 (gate)
+  /** gate predictor: cutoff = the rule's own threshold instead of one for targetRecall. With a q8_0
+   * copy of a q8_0 model's gate, ĝ = g bit for bit and the predicted set IS the active set: the
+   * oracle that bytes read are compared against (bench/sparse-oracle). */
+  exactCutoff?: boolean;
   out?: string; // default: the model file, replaced atomically
   threads?: number; // default 2
   seed?: number;
@@ -171,7 +175,7 @@ export async function sparsify(modelPath: string, calibPath: string, opts: Spars
       }
       thresholds[l] = th.threshold;
       if (kind === 'gate') {
-        const e = gatePredictor(compute, ws, { x, gateW, target, n, dim, ffn, cutoffTokens: [nt, nTrain], heldOut: [nTrain, n] }, { type: predType, rule, act: actFn, recall: recallTarget });
+        const e = gatePredictor(compute, ws, { x, gateW, target, n, dim, ffn, cutoffTokens: [nt, nTrain], heldOut: [nTrain, n] }, { type: predType, rule, act: actFn, recall: recallTarget, ...(opts.exactCutoff ? { cutoff: exactCutoff(th.threshold, rule) } : {}) });
         stored.push({ a: new Float32Array(0), b: new Float32Array(0), gate: gateW.slice(), thr: e.thr, rank: 0, recall: e.recall, precision: e.precision, overRead: e.overRead });
         results.push({
           layer: l, rank: 0, code: th.code, threshold: th.threshold, activeFrac: act / (n * ffn), heldOutActiveFrac: e.activeFrac,
@@ -251,6 +255,17 @@ function gateTargets(c: Compute, ws: PredictorWorkspace, x: Float32Array, gateW:
     for (let j = 0; j < ffn; j++) if (g[j]! >= tau) { target[bo + (j >> 3)]! |= 1 << (j & 7); active++; }
   });
   return { tau, active };
+}
+
+/** The largest f32 below t (rule 'abs': active ⇔ |act(g)| ≥ t, predicted ⇔ score > cutoff) or t itself
+ * nudged likewise for rule 'gate' (g ≥ t): predicted ⇔ active, for an exact gate. */
+function exactCutoff(t: number, _rule: SparsityRule): number {
+  const f = new Float32Array([t]);
+  const u = new Int32Array(f.buffer);
+  if (t > 0) u[0]! -= 1;
+  else if (t === 0) f[0] = -Number.MIN_VALUE;
+  else u[0]! += 1; // negative: one ulp more negative
+  return f[0]!;
 }
 
 /** Workspace bytes the scorer uses: A, B, one batch of x, h and scores (f32). */

@@ -257,3 +257,23 @@ test('sparsify --predictor gate: a q4_0 copy of the gate scored with the rule; h
   assert.equal(bad.status, 1);
   assert.match(bad.stderr, /pred-type/);
 });
+
+test('sparsify --predictor gate --pred-type q8_0 --exact-cutoff on a q8_0 model: the predicted set is the active set (the oracle)', async () => {
+  const out = join(dir, 'gate-oracle.gguf');
+  const r = await sparsify(model, calib, { out, predictor: 'gate', predType: 'q8_0', sparsity: 0.5, exactCutoff: true });
+  // sparsify sees the calibration's f16-stored inputs and code-quantized magnitudes, not the
+  // engine's exact values: near-threshold neurons can disagree there, never in the engine (below)
+  for (const L of r.layers) {
+    assert.ok(L.recall > 0.99, `layer ${L.layer}: recall ${L.recall}`);
+    assert.ok(L.precision > 0.99, `layer ${L.layer}: precision ${L.precision}`);
+    assert.ok(Math.abs(L.cutoff - L.threshold) <= 1e-6 * Math.max(1, L.threshold), `cutoff ${L.cutoff} vs threshold ${L.threshold}`);
+  }
+  const prompt = [1, 398, 259, 284, 272];
+  const exact = await greedyRun(out, prompt, 6, { mode: 'ram', thresholds: 'file' });
+  const sp = await greedyRun(out, prompt, 6, { mode: 'sparse', window: 0 });
+  assert.deepEqual(sp.tokens, exact.tokens);
+  for (let i = 0; i < 6; i++) assert.deepEqual(sp.logits[i], exact.logits[i], `step ${i}`);
+  const z = sp.model.sparse!.stats;
+  // every predicted neuron passes the exact threshold (up to the act's last-bit rounding)
+  assert.ok(z.dropped <= 0.001 * z.computed, `dropped ${z.dropped} of ${z.computed}`);
+});
