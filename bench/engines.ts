@@ -24,6 +24,7 @@ export interface EngineRun {
   memoryMsPerToken?: number; // sparse: neuron-matrix bookkeeping and copies
   budgetBytes?: number; // flashlm --memory
   sparse?: Record<string, number>; // sparse mode's counters per decode step
+  capacity?: number; // sparse: neuron matrix rows per layer
 }
 
 /** Outcome of one child: a run, or why it did not produce one (OOM kill, budget refused, crash). */
@@ -64,6 +65,8 @@ export interface ChildArgs {
   mode: FlashMode;
   memory?: number; // flashlm --memory (bytes)
   load?: Record<string, unknown>; // more flashlm LoadModelOptions (JSON-safe: window, collapseGap, ...)
+  /** flashlm: decode these tokens instead of the argmax (teacher forcing: the same sequence as another run) */
+  force?: number[];
 }
 
 /** The child's work (called in the child process). */
@@ -93,7 +96,7 @@ export async function runChild(a: ChildArgs): Promise<EngineRun> {
   let sp0: Record<string, number> = {};
   for (let i = 0; i < n; i++) {
     logits.push(top2(l));
-    const t = argmax(l);
+    const t = a.force?.[i] ?? argmax(l);
     tokens.push(t);
     if (i === 0) {
       tFirst = performance.now();
@@ -118,7 +121,7 @@ export async function runChild(a: ChildArgs): Promise<EngineRun> {
       readsPerToken: (io.reads - io0.reads) / dec, readMBps: (io.bytes - io0.bytes) / 1e3 / (io.ioMs - io0.ms),
       memoryMsPerToken: (io.mmMs - io0.mm) / dec,
     } : {}),
-    ...(sparse ? { sparse } : {}),
+    ...(sparse ? { sparse, capacity: m.sparse!.capacity } : {}),
   };
 }
 
@@ -129,7 +132,7 @@ export async function runChild(a: ChildArgs): Promise<EngineRun> {
 export function spawnChild(script: string, a: ChildArgs, capBytes: number): ChildResult {
   dropCaches();
   const args = [script, a.model, '--child', a.engine, '--tokens', a.prompt.join(','), '-n', String(a.n), '--threads', String(a.threads), '--mode', a.mode,
-    ...(a.memory ? ['--memory', String(a.memory)] : []), ...(a.load ? ['--load', JSON.stringify(a.load)] : [])];
+    ...(a.memory ? ['--memory', String(a.memory)] : []), ...(a.load ? ['--load', JSON.stringify(a.load)] : []), ...(a.force ? ['--force', a.force.join(',')] : [])];
   const cmd = capBytes ? [INCG, String(capBytes), process.execPath, ...args] : [process.execPath, ...args];
   const out = spawnSync(cmd[0]!, cmd.slice(1), {
     encoding: 'utf8', maxBuffer: 1 << 26, stdio: ['ignore', 'pipe', 'pipe'],
@@ -158,6 +161,7 @@ export async function childMain(values: Record<string, string | boolean | undefi
     engine: values.child as 'llama.cpp' | 'flashlm', model, prompt: String(values.tokens).split(',').map(Number), n: Number(values.n),
     threads: Number(values.threads), mode: (values.mode as FlashMode) ?? 'ram', memory: values.memory ? Number(values.memory) : undefined,
     load: values.load ? (JSON.parse(String(values.load)) as Record<string, unknown>) : undefined,
+    force: values.force ? String(values.force).split(',').map(Number) : undefined,
   });
   process.stdout.write(JSON.stringify(r));
 }
