@@ -44,7 +44,8 @@ export async function cmdEval(argv: string[]): Promise<number> {
     model, mode, ppl: r.ppl, nll: r.nll, tokens_scored: r.scored, chunks: r.chunks, files: r.files.length, ctx: r.model.ctx,
     seconds: r.seconds, tokens_per_s: r.tokensPerS, thresholds: !!flags.thresholds || mode === 'sparse',
     bytes_read_per_token: fs ? fs.bytes / passes : 0, io_stall_ms_per_token: r.model.times.ioStallMs / passes,
-    ...(r.model.sparse ? { sparse: { ...r.model.sparse.stats, ...r.model.sparse.src.stats, passes } } : {}),
+    ...(r.model.sparse ? { sparse: { ...r.model.sparse.stats, ...r.model.sparse.src.stats, passes, capacity: r.model.sparse.capacity, window: r.model.sparse.window } } : {}),
+    peak_rss_bytes: process.resourceUsage().maxRSS * 1024, budget_bytes: memory ?? null,
   };
   if (flags.json) process.stdout.write(`${JSON.stringify(out)}\n`);
   else process.stdout.write(`perplexity ${r.ppl.toFixed(4)} over ${r.scored} tokens (${r.chunks} chunks of ≤ ${r.model.ctx}, ${r.files.length} files), ${mode} mode, ${r.tokensPerS.toFixed(2)} tokens/s${fs ? `, ${(out.bytes_read_per_token / 1e6).toFixed(1)} MB read per token` : ''}\n`);

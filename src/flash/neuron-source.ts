@@ -4,9 +4,9 @@
 // model says so) straight into the matrix's appended rows, and resolves when they have landed.
 import type { Arena } from '../kernels/index.js';
 import type { NeuronRows, NeuronSource } from '../model/sparse.js';
-import type { DirectReader } from './io.js';
+import type { DirectReader, ReadStats } from './io.js';
 import { LinkingAlignedPolicy, NeuronMatrix, NeuronMatrixFullError, WindowPolicy } from './neuron-matrix.js';
-import { invertPerm, planReads, readRequestsFor, rowIds } from './read-planner.js';
+import { invertPerm, planReads, readRequestsFor, rowIds, type ReadPlan } from './read-planner.js';
 
 export interface SparseLayer {
   arena: Arena;
@@ -177,12 +177,7 @@ export class MatrixNeuronSource implements NeuronSource {
       }
       const t1 = performance.now();
       m.commit();
-      st.bytes += r.bytes;
-      st.reads += r.reads;
-      st.runs += plan.runs.length;
-      st.ioMs += r.wallMs;
-      st.records += plan.records;
-      st.gapRecords += plan.records - plan.needed;
+      this.count(plan, r);
       st.mmMs += performance.now() - t1;
     } else {
       st.mmMs += performance.now() - t0;
@@ -218,6 +213,17 @@ export class MatrixNeuronSource implements NeuronSource {
     return r;
   }
 
+  /** Adds a landed plan's reads to the stats. */
+  private count(plan: ReadPlan, r: ReadStats): void {
+    const st = this.stats;
+    st.bytes += r.bytes;
+    st.reads += r.reads;
+    st.runs += plan.runs.length;
+    st.ioMs += r.wallMs;
+    st.records += plan.records;
+    st.gapRecords += plan.records - plan.needed;
+  }
+
   /** Plans and starts the read of the next chunk of over[overAt..overN) into buffer half `half`. */
   private startChunk(l: number): void {
     const L = this.layers[l]!;
@@ -240,12 +246,7 @@ export class MatrixNeuronSource implements NeuronSource {
     this.inFlight = this.reader.read(reqs).then((res) => {
       const t1 = performance.now();
       for (let i = 0; i < plan.records; i++) if (plan.gap[i]) region.fill(0, i * rb, (i + 1) * rb);
-      st.bytes += res.bytes;
-      st.reads += res.reads;
-      st.runs += plan.runs.length;
-      st.ioMs += res.wallMs;
-      st.records += plan.records;
-      st.gapRecords += plan.records - plan.needed;
+      this.count(plan, res);
       st.mmMs += performance.now() - t1;
       return plan.records;
     });
