@@ -8,7 +8,7 @@ import { TensorType, typeName } from '../formats/ggml-types.js';
 import { Compute } from '../kernels/index.js';
 import { planBudget, RUNTIME_OVERHEAD_BYTES, type BudgetPlan } from '../memory/budget.js';
 import {
-  configFromMetadata, ffnSlotBytes, forward, forwardStreamed, kvBytesPerLayer, loadWeights, makeCache, makePlans, makeState, planStreamAll,
+  configFromMetadata, ffnSlotBytes, forward, forwardStreamed, kvBytesPerLayer, loadWeights, makeCache, makePlans, makeState, planStreamAll, PRED_TENSOR,
   activationBuffers, pageTableBytes, ACT_STEPS, KV_PAGE_SIZE, type KVPool,
   type BundleLayout, type FFNProbe, type Sparsity, type SparsityRule, type StreamPlan, type KVCache, type LlamaConfig, type LlamaWeights, type RunState,
 } from '../model/llama.js';
@@ -275,8 +275,9 @@ export class Model {
       const actLayer = planLiveness(activationBuffers(cfg, ctx, false));
       const actOut = planLiveness(activationBuffers(cfg, ctx, true));
       const tableBytes = pageTableBytes(ctx, pageSize, sequences);
-      const resident = source.tensors.reduce((s, t) => s + t.bytes, 0) -
-        (naive ? source.tensors.reduce((s, t) => s + t.bytes, 0) : hybrid || sparse ? source.tensors.filter((t) => t.name.endsWith('.ffn_bundle')).reduce((s, t) => s + t.bytes, 0) : 0);
+      // predictor tensors are resident only when sparse mode runs them (the loader skips them otherwise)
+      const loaded = source.tensors.filter((t) => !PRED_TENSOR.test(t.name) || (sparse && filePred));
+      const resident = naive ? 0 : loaded.filter((t) => !((hybrid || sparse) && t.name.endsWith('.ffn_bundle'))).reduce((s, t) => s + t.bytes, 0);
       let plan: BudgetPlan | undefined;
       if (opts.memory !== undefined) {
         const kv = kvBytesPerLayer(cfg, kvPos, kvType, pageSize) * cfg.nLayers;

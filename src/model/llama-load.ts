@@ -65,6 +65,8 @@ export interface StreamPlan {
 }
 
 const PAGE = 4096;
+/** Sparse mode's predictor tensors (formats/predictors.ts): loaded only by sparse mode with file predictors. */
+export const PRED_TENSOR = /^blk\.\d+\.pred_(a|b|thr|gate)$/;
 const down4k = (n: number) => Math.floor(n / PAGE) * PAGE;
 const up4k = (n: number) => Math.ceil(n / PAGE) * PAGE;
 
@@ -99,7 +101,8 @@ export function planStreamAll(cfg: LlamaConfig, tensors: TensorDesc[]): StreamPl
   const byName = new Map(tensors.map((t) => [t.name, t]));
   for (const t of tensors) if (t.offset === undefined) throw new ModelConfigError(`streaming every weight needs file offsets; tensor '${t.name}' has none (use a GGUF file)`);
   const layers: StreamPiece[] = [];
-  for (let l = 0; l < cfg.nLayers; l++) layers.push(streamPiece(tensors.filter((t) => t.name.startsWith(`blk.${l}.`))));
+  // a sparse-mode predictor (blk.N.pred_*, stored before each bundle) is not a weight of the dense pass
+  for (let l = 0; l < cfg.nLayers; l++) layers.push(streamPiece(tensors.filter((t) => t.name.startsWith(`blk.${l}.`) && !PRED_TENSOR.test(t.name))));
   const embd = byName.get('token_embd.weight');
   const norm = byName.get('output_norm.weight');
   if (!embd || !norm) throw new ModelConfigError(`model is missing tensor '${embd ? 'output_norm.weight' : 'token_embd.weight'}'`);
