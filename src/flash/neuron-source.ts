@@ -58,6 +58,7 @@ export class MatrixNeuronSource implements NeuronSource {
   private readonly rows: NeuronRows = { off: 0, n: 0 };
   // stream state of the current layer: ids that did not fit (over[overAt..overN)), the chunk in flight
   private readonly over: Int32Array;
+  private readonly posScratch: Int32Array;
   private overN = 0;
   private overAt = 0;
   private streamLayer = -1;
@@ -74,6 +75,7 @@ export class MatrixNeuronSource implements NeuronSource {
     }));
     this.missing = new Int32Array(o.nFF);
     this.over = new Int32Array(o.nFF);
+    this.posScratch = new Int32Array(o.nFF);
     const sr = o.streamRows ?? 0;
     if (!Number.isInteger(sr) || sr < 0) throw new RangeError(`streamRows must be an integer ≥ 0, got ${sr}`);
     if (sr > 0 && layers.some((L) => L.streamOff === undefined)) throw new RangeError('streamRows > 0 needs a stream buffer (streamOff) in every layer');
@@ -150,6 +152,9 @@ export class MatrixNeuronSource implements NeuronSource {
         if (this.streamRows > 0) {
           this.over.set(this.missing.subarray(m.free, need));
           this.overN = need - m.free;
+          // with collapse on, chunks are windows of file positions (sorted here), so the gap
+          // records between a chunk's neurons fit in the buffer's rows
+          if (this.o.collapseGap > 0) this.sortByPosition(l);
           st.streamed += this.overN;
           st.needed += this.overN;
           this.startChunk(l); // its read runs while the matrix's reads and compute go on
@@ -213,6 +218,17 @@ export class MatrixNeuronSource implements NeuronSource {
     return r;
   }
 
+  /** Sorts over[0..overN) by placement position (ascending). */
+  private sortByPosition(l: number): void {
+    const inv = this.inv[l]!;
+    const n = this.overN;
+    const pos = this.posScratch;
+    for (let i = 0; i < n; i++) pos[i] = inv[this.over[i]!]!;
+    pos.subarray(0, n).sort();
+    const perm = this.layers[l]!.perm;
+    for (let i = 0; i < n; i++) this.over[i] = perm[pos[i]!]!;
+  }
+
   /** Adds a landed plan's reads to the stats. */
   private count(plan: ReadPlan, r: ReadStats): void {
     const st = this.stats;
@@ -231,10 +247,17 @@ export class MatrixNeuronSource implements NeuronSource {
     const rb = this.o.recordBytes;
     const cap = this.streamRows;
     const t0 = performance.now();
-    const ids = this.over.subarray(this.overAt, Math.min(this.overN, this.overAt + cap));
-    this.overAt += ids.length;
-    // ids are in ascending id order, not file order: a chunk is any `cap` of them (with a placement
-    // the chunk's ids are still near each other on flash when the ids came from one region)
+    // without collapse a chunk is the next `cap` ids; with collapse (ids in file order) the ids whose
+    // positions lie within `cap` records of the chunk's first, so its gaps fit in the rows too
+    let end = Math.min(this.overN, this.overAt + cap);
+    if (this.o.collapseGap > 0) {
+      const inv = this.inv[l]!;
+      const p0 = inv[this.over[this.overAt]!]!;
+      end = this.overAt + 1;
+      while (end < this.overN && inv[this.over[end]!]! - p0 < cap) end++;
+    }
+    const ids = this.over.subarray(this.overAt, end);
+    this.overAt = end;
     const plan = planReads(ids, {
       perm: L.perm, invPerm: this.inv[l]!, layerOffset: L.fileOffset, recordBytes: rb, maxReadBytes: this.o.maxReadBytes,
       collapseGap: this.o.collapseGap, maxGapRecords: cap - ids.length, baseRow: 0, align: this.reader.align,
