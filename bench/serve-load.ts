@@ -2,21 +2,30 @@
 // process on a tiny synth model, bounded by a request count and a time limit. Half the requests
 // stream (SSE), half do not; completions and chat alternate; every request is greedy with one of a
 // few prompts, so each answer must equal the first answer to the same request (a check that requests
-// never see each other's KV state). Clients honour 429 Retry-After, as a well-behaved client does.
+// never see each other's KV state). A client that gets 429 waits Retry-After (plus up to 50% jitter,
+// so the clients do not all come back at once) and sends the SAME request again, up to
+// --max-retries times, as a well-behaved client does; so every issued request ends as exactly one of
+// ok, malformed, inconsistent, lost, hung up on purpose, or failed_after_retries (still 429 after
+// the last retry), and `all_accounted` checks that the kinds add up to the requests issued.
 //
-// Errors by kind: rejected_429 (expected with a bounded queue), malformed (a 200 whose body is not a
-// valid completion or SSE stream, any other status), inconsistent (a valid answer that differs from
-// the first one for the same request), lost (connection reset / timeout / no response).
-// Goal: zero malformed, inconsistent and lost.
+// Errors by kind: malformed (a 200 whose body is not a valid completion or SSE stream, any other
+// status), inconsistent (a valid answer that differs from the first one for the same request), lost
+// (connection reset / timeout / no response), failed_after_retries. 429 responses are counted per
+// attempt and by their `code` (queue_full: all sequence slots busy; kv_pool_full: the KV page pool
+// is what keeps requests waiting). Goal: zero malformed, inconsistent and lost.
 //
 // The server runs requests concurrently over its paged KV cache (--sequences at once). Every
 // `--disconnect-every` th request is a streamed one whose client hangs up after the first event
 // (its pages must come back). /metrics is sampled during the run (KV pages in use, sequences open)
-// and read again after the last client: pages still used or reserved then are leaked pages.
+// and read again after the last client: pages still used or reserved then are leaked pages. With a
+// --memory just above the model's fixed parts (e.g. 101023616 bytes on the default model: a 10-page
+// pool where 8 sequences of 2 pages would want 16) requests wait for pages, not for slots; the
+// samples where requests wait while sequence slots are free show it.
 //
 // Usage: node dist/bench/serve-load.js [--clients 32] [--requests 400] [--seconds 60] [--max-tokens 16]
 //   [--max-queue 16] [--memory 256MB] [--ctx 128] [--sequences 8] [--kv-positions budget|N]
-//   [--disconnect-every 10] [--model PATH] [--no-retry-after]
+//   [--disconnect-every 10] [--model PATH] [--max-retries 5] [--no-retry-after]
+// (--no-retry-after: retry at once instead of waiting Retry-After, a badly behaved client.)
 // Prints JSON; exit code 1 on malformed / inconsistent / lost responses or leaked pages.
 import { spawn } from 'node:child_process';
 import { request } from 'node:http';
@@ -44,6 +53,7 @@ const SEQUENCES = opt('sequences', '8');
 const KV_POSITIONS = opt('kv-positions', 'budget');
 const DISCONNECT_EVERY = Number(opt('disconnect-every', '10'));
 const RETRY_AFTER = !argv.includes('--no-retry-after');
+const MAX_RETRIES = Number(opt('max-retries', '5'));
 const BIN = fileURLToPath(new URL('../../bin/flashlm.js', import.meta.url));
 const TIMEOUT_MS = 30_000;
 
@@ -114,6 +124,16 @@ function answer(kind: 'completion' | 'chat', stream: boolean, body: string): { t
   }
 }
 
+/** A 429 body's `error.code` (undefined when the body is not an OpenAI-style error). */
+function errorCode(body: string): string | undefined {
+  try {
+    const c = (JSON.parse(body) as { error?: { code?: unknown } }).error?.code;
+    return typeof c === 'string' ? c : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 const pct = (xs: number[], p: number) => {
   if (xs.length === 0) return null;
   const s = [...xs].sort((a, b) => a - b);
@@ -138,7 +158,9 @@ async function main(): Promise<void> {
 
   const PROMPTS = ['The quick brown fox', 'def fibonacci(n):', 'Once upon a time', 'hello world'];
   const first = new Map<string, string>(); // request key → first answer text
-  const counts = { ok: 0, rejected_429: 0, malformed: 0, inconsistent: 0, lost: 0, disconnected_on_purpose: 0 };
+  const counts = { ok: 0, malformed: 0, inconsistent: 0, lost: 0, disconnected_on_purpose: 0, failed_after_retries: 0 };
+  const rejected = { total: 0, queue_full: 0, kv_pool_full: 0, other: 0 }; // 429 responses (attempts), by error.code
+  const retries = { requests_retried: 0, retries: 0, max_attempts: 1, retry_wait_s: 0, max_retry_after_s: 0 };
   const getMetrics = () => new Promise<string>((resolve, reject) => {
     request(new URL('/metrics', base), (res) => {
       let s = '';
@@ -146,16 +168,29 @@ async function main(): Promise<void> {
       res.on('end', () => resolve(s));
     }).on('error', reject).end();
   });
-  const metricOf = (text: string, name: string) => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1] ?? NaN);
+  // name may carry labels ({code="..."}): escaped, so it is matched as written
+  const metricOf = (text: string, name: string) => Number(new RegExp(`^${name.replace(/[{}[\]()*+?.^$|\\]/g, '\\$&')} (\\S+)$`, 'm').exec(text)?.[1] ?? NaN);
   // sample the KV pool while the clients run
-  const seen = { maxPagesUsed: 0, maxSequences: 0, samples: 0 };
+  const seen = { maxPagesUsed: 0, maxPagesReserved: 0, maxPagesHeld: 0, minPagesFree: Infinity, maxSequences: 0, maxQueue: 0, maxKVBytes: 0, maxRSS: 0, waitingWithFreeSlots: 0, samples: 0 };
   let sampling = true;
   const sampler = (async () => {
     while (sampling) {
       try {
         const m = await getMetrics();
-        seen.maxPagesUsed = Math.max(seen.maxPagesUsed, metricOf(m, 'flashlm_kv_pages_used') || 0);
-        seen.maxSequences = Math.max(seen.maxSequences, metricOf(m, 'flashlm_kv_sequences') || 0);
+        const used = metricOf(m, 'flashlm_kv_pages_used') || 0;
+        const reserved = metricOf(m, 'flashlm_kv_pages_reserved') || 0;
+        const sequences = metricOf(m, 'flashlm_kv_sequences') || 0;
+        const queue = metricOf(m, 'flashlm_queue_length') || 0;
+        seen.maxPagesUsed = Math.max(seen.maxPagesUsed, used);
+        seen.maxPagesReserved = Math.max(seen.maxPagesReserved, reserved);
+        seen.maxPagesHeld = Math.max(seen.maxPagesHeld, used + reserved);
+        seen.minPagesFree = Math.min(seen.minPagesFree, metricOf(m, 'flashlm_kv_pages_free'));
+        seen.maxSequences = Math.max(seen.maxSequences, sequences);
+        seen.maxQueue = Math.max(seen.maxQueue, queue);
+        seen.maxKVBytes = Math.max(seen.maxKVBytes, metricOf(m, 'flashlm_kv_bytes_in_use') || 0);
+        seen.maxRSS = Math.max(seen.maxRSS, metricOf(m, 'flashlm_resident_memory_bytes') || 0);
+        // requests queue although a sequence slot is free: the KV pages are what they wait for
+        if (queue > 0 && sequences < metricOf(m, 'flashlm_kv_sequence_slots')) seen.waitingWithFreeSlots++;
         seen.samples++;
       } catch {
         // the server is busy; try again
@@ -164,7 +199,8 @@ async function main(): Promise<void> {
     }
   })();
   const examples: string[] = [];
-  const latOk: number[] = [];
+  const latOk: number[] = []; // first attempt → answer, Retry-After waits included
+  const latLast: number[] = []; // the answered attempt alone
   let tokens = 0;
   let issued = 0;
   const start = performance.now();
@@ -182,28 +218,52 @@ async function main(): Promise<void> {
         : { prompt, max_tokens: MAX_TOKENS, temperature: 0, stream, stream_options: { include_usage: true } };
       const t = performance.now();
       const hangUp = stream && DISCONNECT_EVERY > 0 && i % DISCONNECT_EVERY === DISCONNECT_EVERY - 1;
-      let r: Reply;
-      try {
-        r = await post(base, kind === 'chat' ? '/v1/chat/completions' : '/v1/completions', body, hangUp);
-        if (r.status === -1) {
-          counts.disconnected_on_purpose++;
-          continue;
+      let r: Reply | undefined;
+      let tAttempt = t;
+      let attempt = 0;
+      for (;; attempt++) {
+        tAttempt = performance.now();
+        try {
+          r = await post(base, kind === 'chat' ? '/v1/chat/completions' : '/v1/completions', body, hangUp);
+        } catch (e) {
+          counts.lost++;
+          if (examples.length < 5) examples.push(`lost: ${(e as Error).message}`);
+          r = undefined;
+          break;
         }
-      } catch (e) {
-        counts.lost++;
-        if (examples.length < 5) examples.push(`lost: ${(e as Error).message}`);
-        continue;
-      }
-      const ms = performance.now() - t;
-      if (r.status === 429) {
-        counts.rejected_429++;
+        if (r.status !== 429) break;
+        rejected.total++;
+        const code = errorCode(r.body);
+        if (code === 'queue_full' || code === 'kv_pool_full') rejected[code]++;
+        else rejected.other++;
         if (!/^\d+$/.test(r.retryAfter ?? '')) {
           counts.malformed++;
           if (examples.length < 5) examples.push('429 without a Retry-After');
+          r = undefined;
+          break;
         }
-        if (RETRY_AFTER) await sleep(Number(r.retryAfter ?? 1) * 1000 * (0.5 + Math.random() / 2)); // jitter: clients do not all come back at once
+        retries.max_retry_after_s = Math.max(retries.max_retry_after_s, Number(r.retryAfter));
+        if (attempt >= MAX_RETRIES) {
+          counts.failed_after_retries++;
+          r = undefined;
+          break;
+        }
+        // the same request again after Retry-After (jitter only lengthens the wait, never shortens it)
+        const wait = RETRY_AFTER ? Number(r.retryAfter) * (1 + Math.random() / 2) : 0;
+        retries.retry_wait_s += wait;
+        await sleep(wait * 1000);
+      }
+      if (attempt > 0) {
+        retries.requests_retried++;
+        retries.retries += attempt;
+      }
+      retries.max_attempts = Math.max(retries.max_attempts, attempt + 1);
+      if (r === undefined) continue;
+      if (r.status === -1) {
+        counts.disconnected_on_purpose++;
         continue;
       }
+      const ms = performance.now() - t;
       const a = r.status === 200 ? answer(kind, stream, r.body) : undefined;
       if (a === undefined) {
         counts.malformed++;
@@ -219,6 +279,7 @@ async function main(): Promise<void> {
       }
       counts.ok++;
       latOk.push(ms);
+      latLast.push(performance.now() - tAttempt);
       tokens += a.tokens;
     }
   }
@@ -238,8 +299,17 @@ async function main(): Promise<void> {
   const kvAfter = {
     total: metric('flashlm_kv_pages_total'), page_size: metric('flashlm_kv_page_size_tokens'), slots: metric('flashlm_kv_sequence_slots'),
     used_after: metric('flashlm_kv_pages_used'), reserved_after: metric('flashlm_kv_pages_reserved'), free_after: metric('flashlm_kv_pages_free'),
-    sequences_after: metric('flashlm_kv_sequences'), max_used_seen: seen.maxPagesUsed, max_sequences_seen: seen.maxSequences, samples: seen.samples,
+    sequences_after: metric('flashlm_kv_sequences'), max_used_seen: seen.maxPagesUsed, max_reserved_seen: seen.maxPagesReserved,
+    max_used_plus_reserved_seen: seen.maxPagesHeld, min_free_seen: seen.minPagesFree, max_sequences_seen: seen.maxSequences,
+    max_queue_seen: seen.maxQueue, samples_waiting_with_free_slots: seen.waitingWithFreeSlots, samples: seen.samples,
   };
+  // the server's --memory ledger (fixed after load; the KV bytes in use move with the pages)
+  const ledger = {
+    parts: Object.fromEntries([...metrics.matchAll(/^flashlm_memory_pool_charged_bytes\{part="(\w+)"\} (\S+)$/gm)].map((m) => [m[1]!, Number(m[2])])),
+    charged: metric('flashlm_memory_pool_charged_total_bytes'), budget_left: metric('flashlm_memory_budget_left_bytes'),
+    kv_bytes_in_use_after: metric('flashlm_kv_bytes_in_use'), max_kv_bytes_in_use_seen: seen.maxKVBytes,
+  };
+  const rejectedByServer = { queue_full: metric('flashlm_requests_rejected_total{code="queue_full"}'), kv_pool_full: metric('flashlm_requests_rejected_total{code="kv_pool_full"}') };
   const leaked = kvAfter.used_after + kvAfter.reserved_after;
   const served = [...metrics.matchAll(/^flashlm_requests_total\{endpoint="\/v1\/(?:chat\/)?completions",status="(\d+)"\} (\d+)$/gm)]
     .reduce<Record<string, number>>((a, m) => ((a[m[1]!] = (a[m[1]!] ?? 0) + Number(m[2])), a), {});
@@ -248,24 +318,31 @@ async function main(): Promise<void> {
   const peak = metric('flashlm_peak_resident_memory_bytes');
   const budget = parseMemory(MEMORY);
   const serverTokens = metric('flashlm_tokens_generated_total');
+  const accounted = counts.ok + counts.malformed + counts.inconsistent + counts.lost + counts.disconnected_on_purpose + counts.failed_after_retries;
   process.stdout.write(`${JSON.stringify({
     model, clients: CLIENTS, requests_issued: issued, max_tokens: MAX_TOKENS, max_queue: Number(MAX_QUEUE), honours_retry_after: RETRY_AFTER, sequences: Number(SEQUENCES), kv_positions: KV_POSITIONS, ctx: Number(CTX), disconnect_every: DISCONNECT_EVERY,
     wall_seconds: Math.round(wall * 100) / 100,
     ok: counts.ok,
-    errors: { rejected_429: counts.rejected_429, malformed: counts.malformed, inconsistent: counts.inconsistent, lost: counts.lost },
+    errors: { malformed: counts.malformed, inconsistent: counts.inconsistent, lost: counts.lost, failed_after_retries: counts.failed_after_retries },
     disconnected_on_purpose: counts.disconnected_on_purpose,
+    all_accounted: accounted === issued,
+    rejected_429: rejected,
+    retries: { max_retries: MAX_RETRIES, ...retries, retry_wait_s: Math.round(retries.retry_wait_s * 10) / 10 },
     kv_pages: { ...kvAfter, leaked, no_leak: leaked === 0 && kvAfter.sequences_after === 0 && kvAfter.free_after === kvAfter.total },
     examples,
     throughput_tokens_per_s: Math.round((serverTokens / wall) * 10) / 10,
     ok_requests_per_s: Math.round((counts.ok / wall) * 10) / 10,
     latency_ms_ok: { p50: pct(latOk, 50), p99: pct(latOk, 99), max: pct(latOk, 100) },
+    latency_ms_ok_answered_attempt: { p50: pct(latLast, 50), p99: pct(latLast, 99), max: pct(latLast, 100) },
+    memory_pool: ledger,
     server: {
       statuses: served, tokens_generated: serverTokens, tokens_counted_by_clients: tokens,
-      cancelled: metric('flashlm_requests_cancelled_total'), peak_rss_bytes: peak, budget_bytes: budget,
+      rejected_by_code: rejectedByServer, cancelled: metric('flashlm_requests_cancelled_total'),
+      peak_rss_bytes: peak, max_rss_sampled_bytes: seen.maxRSS, budget_bytes: budget, peak_rss_fraction_of_budget: Math.round((peak / budget) * 1000) / 1000,
       peak_rss_within_budget: peak <= budget, exit_code: code,
     },
   }, null, 1)}\n`);
-  if (counts.malformed + counts.inconsistent + counts.lost > 0 || code !== 0 || !(leaked === 0 && kvAfter.sequences_after === 0)) process.exitCode = 1;
+  if (counts.malformed + counts.inconsistent + counts.lost > 0 || accounted !== issued || code !== 0 || !(leaked === 0 && kvAfter.sequences_after === 0)) process.exitCode = 1;
 }
 
 main().catch((e: unknown) => {

@@ -14,6 +14,7 @@ import { setImmediate as nextTurn } from 'node:timers/promises';
 import { Model, type LoadModelOptions } from './engine/model.js';
 import { KVWaitCancelledError, Sequence } from './engine/kv.js';
 import { KVBudgetError, type PageStats } from './memory/pages.js';
+import type { PoolStats } from './memory/pool.js';
 import { Sampler } from './engine/sample.js';
 import { BudgetError, parseMemory } from './memory/budget.js';
 import { fileSize } from './formats/fsutil.js';
@@ -30,7 +31,7 @@ export { ModelConfigError } from './model/llama.js';
 export { FlashIOError, FlashAlignmentError } from './flash/io.js';
 export { ArenaFullError } from './kernels/index.js';
 export { KVBudgetError, type PageStats } from './memory/pages.js';
-export { PoolFullError } from './memory/pool.js';
+export { PoolFullError, type PoolStats, type PoolPart } from './memory/pool.js';
 export { KVWaitCancelledError } from './engine/kv.js';
 export { startServer, type ServerOptions, type RunningServer } from './server/server.js';
 export { validateCompletionRequest, validateChatRequest, type CompletionRequest, type ChatRequest } from './server/validate.js';
@@ -229,6 +230,11 @@ export class LanguageModel {
   /** Calls f whenever KV pages or page tables come back; returns the unsubscribe function. */
   onKVRelease(f: () => void): () => void {
     return this.engine.kv.onRelease(f);
+  }
+
+  /** The --memory ledger: bytes charged per part, their sum, the budget and the KV bytes in use. */
+  memoryPool(): PoolStats {
+    return this.engine.pool.stats();
   }
 
   /** Sparse mode: predicted neurons already resident / all predicted, since load (undefined in other modes). */

@@ -122,7 +122,7 @@ async function generateWith(modelPath: string, flags: Flags, promptDefault?: str
     }
     if (!json && prompt !== undefined) process.stdout.write(prompt);
     const out: number[] = [];
-    const dec = new TextDecoder('utf-8');
+    const dec = new TextDecoder('utf-8', { ignoreBOM: true }); // a generated U+FEFF (id 30143) is text, not a BOM
     let text = '';
     let last = { ms: 0, stall: 0, bytes: 0, n: 0 };
     for await (const t of model.generate(ids, { maxTokens: n, temperature, topK, topP, seed })) {

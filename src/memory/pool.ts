@@ -2,11 +2,15 @@
 // allocator that lends parts of it to sequences on demand.
 //
 // WebAssembly arenas are fixed-size shared memories with a bump allocator (kernels/Arena): the
-// pool does not move bytes, it accounts for them. Each part (weights, activations, page tables,
-// KV pages, flash read slots, neuron matrices, the runtime) is charged once, when its arena space
-// is planned; a charge that would pass the budget throws PoolFullError, before anything is
-// allocated. The dynamic part is the KV cache: its pages are charged as a whole (the pool's
-// region in the arenas) and handed out page by page (pages.ts); stats() shows how many are in use.
+// pool does not move bytes, it accounts for them. The up-front check is planBudget (budget.ts):
+// Model.load runs it before any arena exists and refuses a --memory too small with a BudgetError.
+// The pool is the ledger kept afterwards: each part (weights, activations, page tables, KV pages,
+// flash read slots, neuron matrices, the runtime) is charged once, after the arenas are laid out
+// and the weights loaded, with the sizes actually used. A charge that would pass the budget throws
+// PoolFullError, but by then the bytes are already allocated: it reports a plan that undercounted
+// (load fails and releases everything), it does not prevent the allocation. The dynamic part is the
+// KV cache: its pages are charged as a whole (the pool's region in the arenas) and handed out page
+// by page (pages.ts); stats() shows how many are in use.
 // audit() compares the arenas' allocated bytes with what was charged to them, so an allocation
 // that bypassed the plan shows up as unaccounted bytes.
 import { PageAllocator, type PageStats } from './pages.js';

@@ -1,5 +1,8 @@
 // Counters and gauges for GET /metrics, rendered in the Prometheus text exposition format (0.0.4).
-import type { KVPageStats } from './types.js';
+// Speeds are left to the scraper: tokens/s is rate(flashlm_tokens_generated_total[1m]) (a counter
+// stays right across scrapes at any interval; a gauge of "current speed" would not), and
+// flashlm_last_request_tokens_per_second is only the last request's own speed.
+import type { KVPageStats, ServedPoolStats } from './types.js';
 
 export interface GaugeSource {
   queueLength(): number;
@@ -11,16 +14,31 @@ export interface GaugeSource {
   kvPages?(): KVPageStats | undefined;
   /** Sparse mode's neuron cache hit rate, if any. */
   hitRate?(): number | undefined;
+  /** The model's --memory ledger, if it keeps one. */
+  pool?(): ServedPoolStats | undefined;
 }
+
+/** Why a request got 429 (QueueFullError.code). */
+export type RejectCode = 'queue_full' | 'kv_pool_full';
 
 export class Metrics {
   private requests = new Map<string, number>(); // `${endpoint}\0${status}` → count
   promptTokens = 0;
   completionTokens = 0;
   cancelled = 0;
-  rejected = 0; // 429s
+  private rejects: Record<RejectCode, number> = { queue_full: 0, kv_pool_full: 0 };
   lastTokensPerSecond = 0;
   lastRequestSeconds = 0;
+
+  /** A 429: both codes are always rendered (0 until one happens) so rate() works from the start. */
+  countRejected(code: RejectCode): void {
+    this.rejects[code]++;
+  }
+
+  /** 429s so far, all codes. */
+  get rejected(): number {
+    return this.rejects.queue_full + this.rejects.kv_pool_full;
+  }
 
   countRequest(endpoint: string, status: number): void {
     const k = `${endpoint}\0${status}`;
@@ -49,9 +67,10 @@ export class Metrics {
         return [`{endpoint="${esc(ep!)}",status="${st}"}`, v];
       }));
     metric('flashlm_requests_cancelled_total', 'counter', 'Requests whose client went away before the end (queued or running).', [['', this.cancelled]]);
-    metric('flashlm_requests_rejected_total', 'counter', 'Requests refused with 429 because the queue was full.', [['', this.rejected]]);
+    metric('flashlm_requests_rejected_total', 'counter', 'Requests refused with 429 (queue full), by code: kv_pool_full = the KV page pool was what kept them waiting, queue_full = every sequence slot was busy.',
+      (['kv_pool_full', 'queue_full'] as const).map((c) => [`{code="${c}"}`, this.rejects[c]]));
     metric('flashlm_prompt_tokens_total', 'counter', 'Prompt tokens processed.', [['', this.promptTokens]]);
-    metric('flashlm_tokens_generated_total', 'counter', 'Completion tokens generated.', [['', this.completionTokens]]);
+    metric('flashlm_tokens_generated_total', 'counter', 'Completion tokens generated (cancelled requests included); tokens/s = rate() of it.', [['', this.completionTokens]]);
     metric('flashlm_last_request_tokens_per_second', 'gauge', 'Completion tokens per second of the last finished request (prefill included).', [['', this.lastTokensPerSecond]]);
     metric('flashlm_last_request_seconds', 'gauge', 'Time the last finished request held the model.', [['', this.lastRequestSeconds]]);
     metric('flashlm_flash_read_bytes_total', 'counter', 'Bytes read from flash by the engine (0 in RAM mode).', [['', g.flashBytesRead()]]);
@@ -77,6 +96,15 @@ export class Metrics {
     metric('flashlm_peak_resident_memory_bytes', 'gauge', 'Peak resident set size of the server process.', [['', process.resourceUsage().maxRSS * 1024]]);
     const b = g.budget();
     if (b !== undefined) metric('flashlm_memory_budget_bytes', 'gauge', 'The --memory budget.', [['', b]]);
+    const pool = g.pool?.();
+    if (pool) {
+      // the ledger is fixed after load except the KV bytes in use; it is what the budget was spent on
+      metric('flashlm_memory_pool_charged_bytes', 'gauge', 'Bytes charged to the memory pool ledger against --memory, by part (runtime, weights, activations, pageTables, kvPages, slots, neuronCache, arenaReserved).',
+        Object.entries(pool.parts).sort(([x], [y]) => (x < y ? -1 : 1)).map(([part, v]) => [`{part="${esc(part)}"}`, v]));
+      metric('flashlm_memory_pool_charged_total_bytes', 'gauge', 'Sum of the bytes charged to the memory pool ledger.', [['', pool.charged]]);
+      if (pool.budget !== null) metric('flashlm_memory_budget_left_bytes', 'gauge', 'The --memory budget minus everything charged to the pool.', [['', pool.budget - pool.charged]]);
+      metric('flashlm_kv_bytes_in_use', 'gauge', 'Bytes of the KV page pool (charged as kvPages) held by running sequences: pages used x page bytes over all layers.', [['', pool.kvBytesInUse]]);
+    }
     return `${out.join('\n')}\n`;
   }
 }

@@ -71,6 +71,7 @@ export async function startServer(model: ServedModel, o: ServerOptions = {}): Pr
     budget: () => model.budget,
     kvPages: () => model.kvPages?.(),
     hitRate: () => model.neuronCacheHitRate?.(),
+    pool: () => model.memoryPool?.(),
   };
 
   const modelCard = () => ({ id: model.name, object: 'model', created, owned_by: 'flashlm' });
@@ -180,7 +181,7 @@ export async function startServer(model: ServedModel, o: ServerOptions = {}): Pr
         slot = await scheduler.acquire(ac.signal, p.ids.length + p.maxTokens);
       } catch (e) {
         if (e instanceof QueueFullError) {
-          metrics.rejected++;
+          metrics.countRejected(e.code);
           sendJSON(res, 429, errorBody(e.message, 'rate_limit_error', null, e.code), { 'Retry-After': String(e.retryAfterSeconds) });
           return;
         }

@@ -10,7 +10,7 @@
  * does).
  */
 export class Utf8Pieces {
-  private dec = new TextDecoder('utf-8');
+  private dec = new TextDecoder('utf-8', { ignoreBOM: true }); // a generated U+FEFF is text, not a BOM
   private need = 0; // continuation bytes still expected by the character being decoded
 
   push(bytes: Uint8Array): string {

@@ -26,6 +26,14 @@ export interface KVPageStats {
   slots: number; // sequences that can be open at once
 }
 
+/** The model's --memory ledger (memory/pool.ts PoolStats), for /metrics. */
+export interface ServedPoolStats {
+  budget: number | null; // bytes; null = no --memory given
+  charged: number; // Σ parts
+  parts: Readonly<Record<string, number>>; // bytes charged to each part (runtime, weights, kvPages, ...)
+  kvBytesInUse: number; // used KV pages × bytes of a page over all layers
+}
+
 export interface ServedGenerateOptions {
   maxTokens: number;
   /** Run in this sequence (opened by the scheduler); generate closes it at the end. */
@@ -60,4 +68,6 @@ export interface ServedModel {
   kvPages?(): KVPageStats;
   /** Sparse mode: predicted neurons already in DRAM / all predicted, since load (undefined otherwise). */
   neuronCacheHitRate?(): number | undefined;
+  /** The memory pool's ledger (what each part holds against --memory), if the model keeps one. */
+  memoryPool?(): ServedPoolStats | undefined;
 }

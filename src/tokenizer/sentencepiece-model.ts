@@ -58,7 +58,9 @@ class Reader {
 }
 
 export function parseSentencePieceModel(buf: Uint8Array, file = 'tokenizer.model'): SentencePieceModel {
-  const dec = new TextDecoder('utf-8', { fatal: true });
+  // ignoreBOM: a piece may be U+FEFF itself (Llama's id 30143); a plain TextDecoder would take it for
+  // a byte-order mark and return '' (sentencepiece and llama.cpp's convert keep it)
+  const dec = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
   const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
   const pieces: string[] = [];
   const scores: number[] = [];

@@ -338,6 +338,17 @@ test('paged KV: a client that disconnects mid-stream returns its pages; a full K
     assert.equal(b.status, 429, b.text);
     assert.match(String(b.headers['retry-after']), /^[1-9]\d*$/);
     assert.equal((JSON.parse(b.text) as { error: { code: string } }).error.code, 'kv_pool_full');
+    // the 429 is counted under its code; the ledger shows the KV bytes the held sequence uses
+    const t = (await get(s.url, '/metrics')).text;
+    const num = (re: RegExp) => Number(re.exec(t)?.[1]);
+    assert.equal(num(/^flashlm_requests_rejected_total\{code="kv_pool_full"\} (\S+)$/m), 1);
+    assert.equal(num(/^flashlm_requests_rejected_total\{code="queue_full"\} (\S+)$/m), 0);
+    const pageBytes = num(/^flashlm_memory_pool_charged_bytes\{part="kvPages"\} (\S+)$/m) / 8;
+    assert.ok(pageBytes > 0 && Number.isInteger(pageBytes), `bytes of one page: ${pageBytes}`);
+    const used = num(/^flashlm_kv_pages_used (\S+)$/m);
+    assert.ok(used >= 1);
+    assert.equal(num(/^flashlm_kv_bytes_in_use (\S+)$/m), used * pageBytes);
+    assert.doesNotMatch(t, /flashlm_memory_budget_left_bytes/, 'no --memory: no budget left to show');
     await hold.return!(undefined);
     const c = await post(s.url, '/v1/completions', { prompt: 'y', max_tokens: 20, temperature: 0 });
     assert.equal(c.status, 200, 'room again');
@@ -401,6 +412,18 @@ test('flashlm serve: prints its address, serves, exits 0 on SIGTERM; bad flags a
     // default --sequences 8, --kv-positions budget: 1 GB holds every sequence at full length (8 × 64 / 16 pages)
     assert.match(metrics, /^flashlm_kv_pages_total 32$/m);
     assert.match(metrics, /^flashlm_kv_sequence_slots 8$/m);
+    // the pool ledger: its parts add up to the charged total, the budget left is budget − charged,
+    // the KV pages charged are the pool's 32 pages, and none is in use once the request is done
+    const parts = [...metrics.matchAll(/^flashlm_memory_pool_charged_bytes\{part="(\w+)"\} (\d+)$/gm)].map((x) => [x[1]!, Number(x[2])] as const);
+    const part = new Map(parts);
+    for (const p of ['runtime', 'weights', 'activations', 'pageTables', 'kvPages']) assert.ok(part.get(p)! > 0, `part ${p} charged`);
+    const charged = Number(/^flashlm_memory_pool_charged_total_bytes (\d+)$/m.exec(metrics)?.[1]);
+    assert.equal(parts.reduce((sum, [, v]) => sum + v, 0), charged);
+    assert.equal(Number(/^flashlm_memory_budget_left_bytes (\d+)$/m.exec(metrics)?.[1]), 1e9 - charged);
+    assert.equal(part.get('kvPages')! % 32, 0);
+    assert.match(metrics, /^flashlm_kv_bytes_in_use 0$/m);
+    assert.match(metrics, /^# HELP flashlm_tokens_generated_total .*rate\(\)/m);
+    assert.match(metrics, /^flashlm_tokens_generated_total [1-9]\d*$/m);
   } finally {
     child.kill('SIGTERM');
   }

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { validateChatRequest, validateCompletionRequest } from '../../src/server/validate.js';
 import { CancelledError, QueueFullError, RequestError } from '../../src/server/errors.js';
-import { StopMatcher } from '../../src/server/text.js';
+import { StopMatcher, Utf8Pieces } from '../../src/server/text.js';
 import { FifoScheduler } from '../../src/server/scheduler.js';
 import { ChatFormatter } from '../../src/server/chat.js';
 import { Metrics } from '../../src/server/metrics.js';
@@ -115,9 +115,13 @@ test('Metrics: Prometheus text format', () => {
   m.countRequest('/v1/completions', 200);
   m.countRequest('/v1/completions', 429);
   m.countGeneration(5, 10, 0.5);
+  m.countRejected('kv_pool_full');
+  m.countRejected('kv_pool_full');
+  m.countRejected('queue_full');
   const text = m.render({
     queueLength: () => 3, busy: () => 1, kv: () => ({ used: 7, reserved: 64 }), flashBytesRead: () => 4096, budget: () => 1e9,
     kvPages: () => ({ pageSize: 16, pages: 64, used: 5, reserved: 3, free: 56, sequences: 2, slots: 8 }), hitRate: () => 0.75,
+    pool: () => ({ budget: 1e9, charged: 600_000, parts: { runtime: 500_000, weights: 90_000, kvPages: 10_000 }, kvBytesInUse: 4096 }),
   });
   for (const line of text.trimEnd().split('\n')) {
     assert.match(line, /^(# (HELP|TYPE) flashlm_\w+ .+|flashlm_\w+(\{(\w+="[^"]*",?)+\})? -?\d+(\.\d+)?(e[+-]?\d+)?)$/, line);
@@ -137,9 +141,23 @@ test('Metrics: Prometheus text format', () => {
   assert.match(text, /^flashlm_kv_pages_total 64$/m);
   assert.match(text, /^flashlm_kv_sequences 2$/m);
   assert.match(text, /^flashlm_neuron_cache_hit_rate 0\.75$/m);
+  assert.match(text, /^flashlm_requests_rejected_total\{code="kv_pool_full"\} 2$/m);
+  assert.match(text, /^flashlm_requests_rejected_total\{code="queue_full"\} 1$/m);
+  assert.equal(m.rejected, 3);
+  assert.match(text, /^flashlm_memory_pool_charged_bytes\{part="kvPages"\} 10000$/m);
+  assert.match(text, /^flashlm_memory_pool_charged_bytes\{part="runtime"\} 500000$/m);
+  assert.match(text, /^flashlm_memory_pool_charged_bytes\{part="weights"\} 90000$/m);
+  assert.match(text, /^flashlm_memory_pool_charged_total_bytes 600000$/m);
+  assert.match(text, /^flashlm_memory_budget_left_bytes 999400000$/m);
+  assert.match(text, /^flashlm_kv_bytes_in_use 4096$/m);
   // without a paged KV pool or sparse mode the gauges are absent
   const plain = m.render({ queueLength: () => 0, busy: () => 0, kv: () => ({ used: 0, reserved: 8 }), flashBytesRead: () => 0, budget: () => undefined });
-  assert.doesNotMatch(plain, /flashlm_kv_pages|flashlm_neuron_cache_hit_rate/);
+  assert.doesNotMatch(plain, /flashlm_kv_pages|flashlm_neuron_cache_hit_rate|flashlm_memory_pool|flashlm_memory_budget|flashlm_kv_bytes/);
+  // a ledger without a budget: no budget left
+  const unbounded = m.render({ queueLength: () => 0, busy: () => 0, kv: () => ({ used: 0, reserved: 8 }), flashBytesRead: () => 0, budget: () => undefined,
+    pool: () => ({ budget: null, charged: 5, parts: { runtime: 5 }, kvBytesInUse: 0 }) });
+  assert.match(unbounded, /^flashlm_memory_pool_charged_total_bytes 5$/m);
+  assert.doesNotMatch(unbounded, /flashlm_memory_budget_left_bytes/);
 });
 
 test('parseJSON: nesting deeper than 64 levels is a RequestError before JSON.parse; brackets in strings do not count', () => {
@@ -152,4 +170,16 @@ test('parseJSON: nesting deeper than 64 levels is a RequestError before JSON.par
   const str = JSON.stringify({ prompt: '['.repeat(1000) + '\\"{{{' });
   assert.deepEqual(parseJSON(Buffer.from(str)), JSON.parse(str));
   assert.throws(() => parseJSON(Buffer.from('{"a":' + '['.repeat(64) + ']'.repeat(64) + '}')), RequestError);
+});
+
+test('Utf8Pieces: a character split over tokens waits for its last byte; a leading U+FEFF is text, not a BOM', () => {
+  const u = new Utf8Pieces();
+  // the first generated token is U+FEFF (Llama id 30143): a default TextDecoder would swallow it
+  assert.equal(u.push(new Uint8Array([0xef, 0xbb, 0xbf])), '\uFEFF');
+  assert.equal(u.push(new Uint8Array([0xe2, 0x82])), '');
+  assert.equal(u.pending, true);
+  assert.equal(u.push(new Uint8Array([0xac, 0x41])), '€A');
+  assert.equal(u.pending, false);
+  assert.equal(u.push(new Uint8Array([0xf0, 0x9f])), '');
+  assert.equal(u.end(), '\uFFFD');
 });

@@ -352,6 +352,24 @@ describe('HF directory, Llama style', () => {
     assertSameIds(hf, gg, 12);
   });
 
+  test('a U+FEFF piece survives tokenizer.model parsing (not taken for a byte-order mark)', () => {
+    // Llama's vocabulary has U+FEFF as a token (id 30143). Decoded without ignoreBOM it became '', so a
+    // converted GGUF lost it and a real file with U+FEFF inside (GCC's copyright notice) got 3 byte
+    // tokens where HF tokenizers gives the one token (found by bench/tokenizer-vs-hf).
+    const pieces = [...tinyLlamaPieces(), { piece: '\uFEFF', score: -500, type: 1 }, { piece: '\uFEFFa', score: -501, type: 1 }];
+    const bom = pieces.length - 2;
+    const model = sentencePieceModel(pieces, true);
+    assert.deepEqual(parseSentencePieceModel(model).pieces.slice(bom), ['\uFEFF', '\uFEFFa']);
+    const d = join(TMP, 'tiny-llama-bom');
+    mkdirSync(d, { recursive: true });
+    writeFileSync(join(d, 'tokenizer.model'), model);
+    const kv = kvMap(ggufVocabMetadataFromHFDir(d));
+    assert.deepEqual((kv.get('tokenizer.ggml.tokens')!.value as string[]).slice(bom), ['\uFEFF', '\uFEFFa']);
+    const gg = tokenizerFromGGUF(kv);
+    assert.deepEqual(gg.encode('b\uFEFF\n\uFEFFa', { addBos: false }).map((i) => gg.piece(i)), ['▁', 'b', '\uFEFF', '<0x0A>', '\uFEFFa']);
+    assert.equal(gg.decode(gg.encode('\uFEFFx \uFEFF')), '\uFEFFx \uFEFF');
+  });
+
   test('tokenizer.model only: tokenizerFromHFDir reads it', () => {
     const d = join(TMP, 'tiny-llama-model');
     writeTinyLlamaDir(d, { model: true, json: false });
