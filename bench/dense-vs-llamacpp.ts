@@ -74,6 +74,9 @@ async function main(): Promise<void> {
     flashlm_io: f.map((r) => ({ ioStallMsPerToken: r.ioStallMsPerToken, bytesReadPerToken: r.bytesReadPerToken, readMBps: r.readMBps })),
     tokens_per_s: { flashlm: tps(f), llama_cpp: tps(l) },
     ratio_flashlm_over_llama_cpp: tps(f) / tps(l),
+    // each run pairs llama.cpp then flashlm back to back: the machine's noise moves both
+    tokens_per_s_per_run: { flashlm: f.map((r) => 1000 / r.msPerToken), llama_cpp: l.map((r) => 1000 / r.msPerToken) },
+    ratio_per_run: f.map((r, i) => l[i]!.msPerToken / r.msPerToken),
     prompt_ms: { flashlm: median(f.map((r) => r.promptMs)), llama_cpp: median(l.map((r) => r.promptMs)) },
     peak_rss_bytes: { flashlm: Math.max(...f.map((r) => r.peakRssBytes)), llama_cpp: Math.max(...l.map((r) => r.peakRssBytes)) },
     greedy_identical: firstDiff < 0,

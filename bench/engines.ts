@@ -54,7 +54,12 @@ export function top2(l: ArrayLike<number>): number[] {
   return [a, l[a]!, b, l[b]!];
 }
 
-export const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+/** The median (mean of the middle two for an even count: the upper one alone flattered 2-run results). */
+export const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+};
 
 export interface ChildArgs {
   engine: 'llama.cpp' | 'flashlm';
