@@ -20,6 +20,8 @@ import { ggufVocabMetadataFromHFDir, tokenizerFromGGUF, tokenizerFromHFDir, type
 import { RequestError } from '../src/server/errors.js';
 import { parseJSON } from '../src/server/http.js';
 import { validateChatRequest, validateCompletionRequest, type ChatRequest, type CompletionRequest } from '../src/server/validate.js';
+import { execPredictors, PREDICTOR_KEYS, predictorSeeds } from './fuzz-predictors.js';
+import { PredictorFormatError } from '../src/formats/predictors.js';
 import { clone, encodeGGUF, encodeSafetensors, raw, stringify, type GGUFKV, type GModel } from './fuzz-codec.js';
 
 export type Files = Record<string, Uint8Array>;
@@ -520,7 +522,8 @@ const vocabSeeds = once('vocab-seeds', (): GModel[] => {
   return [spm, bpe];
 });
 
-const flashSeed = once('flash', (): GModel => {
+/** A 2-layer synth model in the flash layout (with checksums): the flash-layout and predictors targets' base. */
+const flashPath = once('flash-path', (): string => {
   const src = path.join(sdir(), 'synth2.gguf');
   const out = path.join(sdir(), 'synth2.flash.gguf');
   if (!fs.existsSync(out)) {
@@ -528,7 +531,11 @@ const flashSeed = once('flash', (): GModel => {
     const m = openModel(src);
     try { convertToFlashLayout(m, out, { quant: 'q8_0', blockRecords: 8 }); } finally { m.close(); }
   }
-  const m = modelOf(out);
+  return out;
+});
+
+const flashSeed = once('flash', (): GModel => {
+  const m = modelOf(flashPath());
   m.kvs = m.kvs.filter((kv) => !kv.key.startsWith('tokenizer.')); // smaller inputs; openFlashLayout does not read them
   return m;
 });
@@ -973,6 +980,15 @@ export const TARGETS: Target[] = [
       const f = readGGUF(path.join(dir, 'model.gguf'));
       openFlashLayout(f);
       describeFlashLayout(f);
+    },
+  },
+  {
+    // sparsify's predictors in a flash-layout file (scripts/fuzz-predictors.ts): metadata and pred tensors
+    name: 'predictors',
+    typed: [...TYPED_ERRORS, PredictorFormatError],
+    arb: () => ggufArb(once('pred-seeds', () => predictorSeeds(flashPath(), sdir())), PREDICTOR_KEYS, true, 4),
+    exec(dir) {
+      execPredictors(path.join(dir, 'model.gguf'));
     },
   },
   {

@@ -2,6 +2,7 @@
 //
 //   node dist/scripts/fuzz.js [--target gguf,safetensors,..] [--runs 10000] [--seed 1]
 //        [--slow-ms 2000] [--hang-ms 20000] [--mem-mb 64] [--out test/fixtures/fuzz] [--no-save]
+//        [--json bench/results-fuzz.json]   also write the run's summary (settings, per-target figures) there
 //   node dist/scripts/fuzz.js --replay [--record]     run the saved fixtures (--record: write expected.json)
 //
 // Each target runs in a child process (a failed huge allocation aborts a whole process, worker threads
@@ -191,6 +192,7 @@ async function main(): Promise<void> {
   };
   const all: Summary[] = [];
   let saved: string[] = [];
+  const t0 = Date.now();
   try {
     for (const t of targets) {
       const { summary, failures } = await fuzzTarget(t, o);
@@ -202,7 +204,19 @@ async function main(): Promise<void> {
     fs.rmSync(o.work, { recursive: true, force: true });
   }
   const total = all.reduce((a, s) => a + s.failures, 0);
-  console.log(JSON.stringify({ total: { targets: all.length, inputs: all.reduce((a, s) => a + s.inputs, 0), failures: total, saved } }));
+  const totals = { targets: all.length, inputs: all.reduce((a, s) => a + s.inputs, 0), failures: total, saved };
+  console.log(JSON.stringify({ total: totals }));
+  const json = arg('json', '');
+  if (json) {
+    // the committed record of a campaign (README "Fuzzing"): what ran, where, with which limits
+    const out = {
+      date: new Date().toISOString().slice(0, 10), command: `node dist/scripts/fuzz.js ${process.argv.slice(2).join(' ')}`.trim(),
+      seed, runsPerTarget: runs, limits: { slowMs: o.slowMs, hangMs: o.hangMs, memGrowthMiB: o.memLimitBytes / 2 ** 20 },
+      node: process.version, cpus: os.cpus().length, loadavg1AtEnd: Math.round(os.loadavg()[0]! * 100) / 100,
+      wallSeconds: Math.round((Date.now() - t0) / 100) / 10, total: totals, targets: all,
+    };
+    fs.writeFileSync(path.resolve(process.cwd(), json), JSON.stringify(out, null, 2) + '\n');
+  }
   process.exitCode = total ? 1 : 0;
 }
 

@@ -109,12 +109,16 @@ export class MatrixNeuronSource implements NeuronSource {
     return this.matrices.reduce((s, m) => s + m.bytes, 0);
   }
 
+  /** Lets a stream chunk read still in flight land (its outcome ignored) and forgets the chunks left. */
+  private async dropStream(): Promise<void> {
+    if (this.inFlight) await this.inFlight.catch(() => 0);
+    this.inFlight = undefined;
+    this.overN = this.overAt = 0;
+  }
+
   async ensure(l: number, ids: Int32Array, count: number, token: number): Promise<NeuronRows> {
-    if (this.inFlight) {
-      // a caller that stopped calling next() (an error in between): let the read land, forget the rest
-      await this.inFlight.catch(() => 0);
-      this.inFlight = undefined;
-    }
+    // a caller that stopped calling next() (an error in between): let the read land, forget the rest
+    if (this.inFlight) await this.dropStream();
     this.overN = this.overAt = 0;
     this.streamLayer = l;
     const m = this.matrices[l]!;
@@ -178,6 +182,9 @@ export class MatrixNeuronSource implements NeuronSource {
         r = await this.reader.read(reqs);
       } catch (e) {
         m.rollback();
+        // the first stream chunk's read (started above) may still be writing into the stream buffer:
+        // the caller may reuse that memory (or close the reader) as soon as it has the error
+        await this.dropStream();
         throw e;
       }
       const t1 = performance.now();
@@ -207,7 +214,15 @@ export class MatrixNeuronSource implements NeuronSource {
       return r;
     }
     const half = this.half;
-    const n = await this.inFlight;
+    let n: number;
+    try {
+      n = await this.inFlight;
+    } catch (e) {
+      // nothing else of this layer is in flight (the next chunk starts only after this one landed)
+      this.inFlight = undefined;
+      this.overN = this.overAt = 0;
+      throw e;
+    }
     this.inFlight = undefined;
     if (this.overAt < this.overN) {
       this.half ^= 1;

@@ -345,7 +345,7 @@ export function readPredictorMeta(f: GGUFFile): PredictorMeta | undefined {
   if (vkv.type === VT.ARRAY || vkv.type === VT.STRING || !Number.isSafeInteger(version)) bad(PK.version, 'expected an integer');
   if (version !== SPARSE_VERSION) throw new UnsupportedError(`${f.path}: sparse predictor data version ${version} is not supported (only ${SPARSE_VERSION})`);
   const L = openFlashLayout(f);
-  const nLayers = L.layers.length, nFF = L.layers[0]?.nFF ?? 0;
+  const nLayers = L.layers.length;
   const f32s = (key: string): Float32Array => {
     const kv = f.metadata.get(key);
     if (!kv || !(kv.value instanceof Float32Array)) return bad(key, 'missing or not a float32 array');
@@ -376,9 +376,13 @@ export function readPredictorMeta(f: GGUFFile): PredictorMeta | undefined {
   if (typeof id !== 'string') return bad(PK.identity, 'missing or not a string');
   const ct = f.metadata.get(PK.calibTokens);
   const calibrationTokens = Number(ct?.value);
-  if (!ct || !Number.isSafeInteger(calibrationTokens) || calibrationTokens < 0) bad(PK.calibTokens, 'missing or not a non-negative integer');
+  // Number() of a one-element array or of a numeric string is a number too: refuse them by type
+  if (!ct || ct.type === VT.ARRAY || ct.type === VT.STRING || !Number.isSafeInteger(calibrationTokens) || calibrationTokens < 0) {
+    bad(PK.calibTokens, 'missing or not a non-negative integer');
+  }
   const pt = typeId(type);
   const tensors = ranks.map((r, l) => {
+    const nFF = L.layers[l]!.nFF; // each layer's own bundle width (openFlashLayout does not make them equal)
     const get = (name: string, dims: number[], ty: number): TensorInfo => {
       const t = f.tensorByName.get(name);
       // trailing 1s are the same shape ([ffn] and [ffn, 1])
@@ -450,11 +454,14 @@ export function describePredictors(f: GGUFFile): string[] {
   if (!m) return [];
   const n = m.ranks.length;
   const mean = (a: ArrayLike<number>) => Array.from(a).reduce((s, v) => s + v, 0) / Math.max(1, a.length);
+  // loops, not Math.min(...a): spreading a per-layer array of a file claiming ~200k layers overflows the stack
+  const min = (a: ArrayLike<number>): number => { let x = Infinity; for (let i = 0; i < a.length; i++) x = Math.min(x, a[i]!); return x; };
+  const max = (a: ArrayLike<number>): number => { let x = -Infinity; for (let i = 0; i < a.length; i++) x = Math.max(x, a[i]!); return x; };
   const ranks = [...new Set(m.ranks)];
   const bytes = m.tensors.reduce((s, t) => s + (t.a?.bytes ?? 0) + (t.b?.bytes ?? 0) + (t.gate?.bytes ?? 0) + t.thr.bytes, 0);
   return [
-    `sparse        v${m.version}: target sparsity ${(100 * m.sparsity).toFixed(0)}%, ${m.rule === 'gate' ? 'gate' : '|act|'} thresholds ${Math.min(...m.thresholds).toPrecision(3)}..${Math.max(...m.thresholds).toPrecision(3)} over ${n} layers`,
-    `  predictors  ${m.type}, ${m.kind === 'gate' ? 'quantized gate copy' : `rank ${ranks.length === 1 ? ranks[0] : `${Math.min(...ranks)}..${Math.max(...ranks)}`}`}, ${(bytes / 1e6).toFixed(1)} MB; held-out recall ${mean(m.recall).toFixed(3)} ` +
-      `(min ${Math.min(...m.recall).toFixed(3)}), precision ${mean(m.precision).toFixed(3)}, over-read ${mean(m.overRead).toFixed(2)}×; ${m.calibrationTokens} calibration tokens`,
+    `sparse        v${m.version}: target sparsity ${(100 * m.sparsity).toFixed(0)}%, ${m.rule === 'gate' ? 'gate' : '|act|'} thresholds ${min(m.thresholds).toPrecision(3)}..${max(m.thresholds).toPrecision(3)} over ${n} layers`,
+    `  predictors  ${m.type}, ${m.kind === 'gate' ? 'quantized gate copy' : `rank ${ranks.length === 1 ? ranks[0] : `${min(ranks)}..${max(ranks)}`}`}, ${(bytes / 1e6).toFixed(1)} MB; held-out recall ${mean(m.recall).toFixed(3)} ` +
+      `(min ${min(m.recall).toFixed(3)}), precision ${mean(m.precision).toFixed(3)}, over-read ${mean(m.overRead).toFixed(2)}×; ${m.calibrationTokens} calibration tokens`,
   ];
 }

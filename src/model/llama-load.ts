@@ -198,6 +198,9 @@ export function loadWeights(
         const a = byName.get(`blk.${l}.pred_a`);
         const rank = a?.dims[1] ?? 0;
         if (!a || !(rank > 0)) throw new ModelConfigError(`sparse mode: predictor tensor 'blk.${l}.pred_a' missing (run: flashlm sparsify MODEL --calib CALIB)`);
+        // h = A·x lands in the attention scratch ([qDim]); sparsify and readPredictorMeta keep rank ≤
+        // dim. A larger rank from a damaged file was a RangeError in LowRankPredictor's constructor.
+        if (rank > Math.min(dim, qDim)) throw new ModelConfigError(`sparse mode: predictor tensor 'blk.${l}.pred_a' has rank ${rank}, more than the model's width ${Math.min(dim, qDim)}`);
         pred.push(expectTensor(byName, `blk.${l}.pred_a`, [dim, rank]), expectTensor(byName, `blk.${l}.pred_b`, [rank, ffnDim]));
       } else if (opts.sparse?.predictors === 'gate') {
         pred.push(expectTensor(byName, `blk.${l}.pred_gate`, [dim, ffnDim]));

@@ -1,7 +1,10 @@
 // Disk faults at the engine level (issue 7 item 2), in every streamed mode: hybrid and naive
 // (WholeLayerSource: whole layers prefetched into alternating slots) and sparse (MatrixNeuronSource:
 // missing neurons read into the neuron matrix; with window 0 every token reads, with window 5 only
-// the first). Faults come from test/flash/faulty-disk.ts through Model.load's readFn seam.
+// the first). Faults come from test/flash/faulty-disk.ts through Model.load's readFn seam. The
+// 'sparse stream' cases force a neuron matrix far smaller than the predicted set (24 rows of 192), so
+// most neurons go through the double-buffered stream buffer (MatrixNeuronSource.next(): a chunk read
+// while the previous computes, and the first chunk's read running alongside the matrix's reads).
 //   - EINTR / EAGAIN / short reads are retried: exactly the tokens of a run without faults.
 //   - EIO on a read, or the file truncated under a loaded model: the generation stops with a
 //     FlashIOError naming the file and the failing read's offset and length; when it arrives no read
@@ -33,9 +36,16 @@ interface ModeCase {
   layers?: number;
   /** Reads for the next token may be issued before it is asked for (the layer-0 prefetch at the end of a pass). */
   prefetch: boolean;
-  /** Every generation reads (false: sparse with a window keeps every neuron after the first token). */
+  /** Every generation reads (false: sparse with a window keeps every neuron after the first token).
+   * False also gives each injected fault a fresh model: the reads of a later generation must be the
+   * ones counted on the first (with a window and a small matrix they depend on what the window kept). */
   readsEveryGeneration: boolean;
+  /** Neurons stream through the stream buffer (capacity far below the predicted set). */
+  stream?: boolean;
 }
+
+// 192 neurons predicted per layer, 24 matrix rows: 168 stream through 11 chunks of 16 rows
+const streamed = { mode: 'sparse', predictor: 'all', neuronCapacity: 24, streamRows: 16, ...io } as const;
 
 const MODES: ModeCase[] = [
   { name: 'hybrid', opts: { mode: 'hybrid', ...io }, prefetch: true, readsEveryGeneration: true },
@@ -45,6 +55,9 @@ const MODES: ModeCase[] = [
   { name: 'naive', opts: { mode: 'naive', ...io }, prefetch: true, readsEveryGeneration: true },
   { name: 'sparse window 0', opts: { mode: 'sparse', predictor: 'all', window: 0, ...io }, prefetch: false, readsEveryGeneration: true },
   { name: 'sparse window 5', opts: { mode: 'sparse', predictor: 'all', window: 5, ...io }, prefetch: false, readsEveryGeneration: false },
+  { name: 'sparse stream window 0', opts: { ...streamed, window: 0 }, prefetch: false, readsEveryGeneration: true, stream: true },
+  // with access collapse the overflow ids are sorted by file position and chunked as windows of records
+  { name: 'sparse stream window 5 collapse', opts: { ...streamed, window: 5, collapseGap: 4 }, prefetch: false, readsEveryGeneration: false, stream: true },
 ];
 
 const dir = testDir('faults');
@@ -106,6 +119,15 @@ function assertSettled(m: Model, disk: FaultyDisk, what: string): void {
   }
 }
 
+/** The stream cases really streamed (and dropped nothing); the others never touched the stream buffer. */
+function assertStreamed(m: Model, mc: ModeCase): void {
+  if (!m.sparse) return;
+  const st = m.sparse.src.stats;
+  assert.equal(st.overflow, 0, 'predicted neurons dropped');
+  if (mc.stream) assert.ok(st.streamed > 0 && m.sparse.src.streamBytes > 0, `${mc.name}: nothing streamed`);
+  else assert.equal(st.streamed, 0, `${mc.name}: streamed`);
+}
+
 /** Fault indices: every read of the first ~40 (all layers of the first tokens, embedding rows and the
  * output layer in naive mode, the layer-0 prefetch), then seeded picks up to `consumed`, and the last. */
 function picks(consumed: number, seed: number): number[] {
@@ -149,6 +171,7 @@ for (const mc of MODES) {
         });
         for (let g = 0; g < 2; g++) assert.deepEqual((await generate(m)).tokens, expected, `generation ${g}, O_DIRECT ${refused ? 'refused' : 'on'}`);
         for (const k of ['EINTR', 'EAGAIN', 'short']) assert.ok(disk.count(k) > 0, `no ${k} was injected`);
+        assertStreamed(m, mc);
         assert.equal(disk.failed.length, disk.count('EINTR') + disk.count('EAGAIN'));
       } finally {
         await m.close();
@@ -188,6 +211,7 @@ for (const mc of MODES) {
       disk.arm(() => undefined);
       const g = await generate(m, disk);
       assert.deepEqual(g.tokens, expected);
+      assertStreamed(m, mc);
       await disk.quiet();
       const total = disk.sinceArm.length;
       // every read issued before the last token came out is used by this generation; only the
@@ -267,5 +291,35 @@ test('EIO on the probe read at load: every streamed mode refuses to load with a 
     await assert.rejects(load(path, mc, disk), (e: unknown) => assertReadError(e, path, disk.failed[0]!), mc.name);
     assert.equal(disk.failed[0]!.pos, 0);
     assert.equal(disk.outstanding, 0);
+  }
+});
+
+// The stream buffer's first chunk is read alongside the matrix's reads (MatrixNeuronSource.ensure
+// starts it before awaiting them). When a matrix read fails, the error must wait for that chunk read:
+// otherwise it reaches the caller while a read still writes into the arena's stream buffer, which the
+// next generation (or a layer of the same arena) reuses.
+test('sparse stream: a matrix read fails while a stream chunk read is in flight → the error waits for it; the model then generates the fault-free tokens', async () => {
+  for (const mc of MODES.filter((x) => x.stream)) {
+    const { path, expected } = modelOf(mc);
+    const disk = new FaultyDisk();
+    const m = await load(path, mc, disk);
+    try {
+      // layer 0 of the first token: ensure() issues the first chunk's read (call 0), then the matrix's (1, ...)
+      disk.arm((i) => (i === 0 ? { delayMs: 150 } : i === 1 ? { errno: 'EIO' } : undefined));
+      await assert.rejects(generate(m, disk), (e: unknown) => {
+        assert.equal(disk.count('delay'), 1, 'the chunk read was delayed');
+        // call 0 is the first chunk (16 consecutive records: one read), call 1 a read of the matrix's 24
+        const rb = m.sparse!.src.recordBytes;
+        assert.deepEqual(disk.sinceArm.slice(0, 2).map((c) => c.len), [16 * rb, 24 * rb]);
+        assert.equal(disk.outstanding, 0, 'the error arrived while the stream chunk read was in flight');
+        return assertReadError(e, path, disk.failed[0]!);
+      }, mc.name);
+      assertSettled(m, disk, mc.name);
+      disk.arm(undefined);
+      assert.deepEqual((await generate(m)).tokens, expected, `${mc.name}: after the error`);
+      assertStreamed(m, mc);
+    } finally {
+      await m.close();
+    }
   }
 });

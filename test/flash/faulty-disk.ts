@@ -4,7 +4,9 @@
 //   - a short read: the real read happens, then the reported count is cut and the bytes past it are
 //     overwritten with 0xA5, so a reader that trusted them would compute garbage;
 //   - O_DIRECT refused: EINVAL for every read on a descriptor opened with O_DIRECT (flags read from
-//     /proc/self/fdinfo), as on a filesystem that accepts the flag at open and refuses the reads.
+//     /proc/self/fdinfo), as on a filesystem that accepts the flag at open and refuses the reads;
+//   - a slow read: the real read starts after a delay, so a test can keep one read in flight while
+//     another fails (does the error wait for it, or escape while it still writes into memory?).
 // It records every call (position, length) and counts calls whose callback has not run yet, so a
 // test can check that no read is still in flight when an error reaches the caller.
 import * as fs from 'node:fs';
@@ -15,8 +17,9 @@ export interface ReadCall {
   len: number;
 }
 
-/** What to do with one call: nothing (undefined), fail with an errno, or cut it short to n bytes. */
-export type Fault = { errno: string } | { short: number } | undefined;
+/** What to do with one call: nothing (undefined), fail with an errno, cut it short to n bytes, or
+ * start the real read after `delayMs`. */
+export type Fault = { errno: string } | { short: number } | { delayMs: number } | undefined;
 
 export function errnoError(code: string): NodeJS.ErrnoException {
   const e = new Error(`${code}: injected fault, read`) as NodeJS.ErrnoException;
@@ -91,7 +94,7 @@ export class FaultyDisk {
     if (this.refuseDirect && isDirectFd(fd)) return fail('EINVAL');
     const f = this.rule?.(i, c);
     if (f && 'errno' in f) return fail(f.errno);
-    fs.read(fd, buf, off, len, pos, (e, n) => {
+    const real = (): void => fs.read(fd, buf, off, len, pos, (e, n) => {
       if (!e && f && 'short' in f && f.short < n) {
         this.note('short');
         buf.fill(0xa5, off + f.short, off + n);
@@ -99,5 +102,9 @@ export class FaultyDisk {
       }
       deliver(e, n);
     });
+    if (f && 'delayMs' in f) {
+      this.note('delay');
+      setTimeout(real, f.delayMs);
+    } else real();
   };
 }

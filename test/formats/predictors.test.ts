@@ -170,6 +170,17 @@ test('readPredictorMeta checks array lengths, ranks and tensors', async () => {
   assert.throws(() => readPredictorMeta(edit(PK.rank, Uint32Array.from([32, 64]))), /blk\.1\.pred_a/);
   assert.throws(() => readPredictorMeta(edit(PK.type, 'q4_0', VT.STRING)), /predictor\.type/);
   assert.throws(() => readPredictorMeta(edit(PK.version, 2, VT.UINT32)), /version 2/);
+  // Number() would read these as 1234: a one-element array and a numeric string are not a u32
+  assert.throws(() => readPredictorMeta(edit(PK.calibTokens, Uint32Array.from([1234]))), /calibration_tokens.*not a non-negative integer/);
+  assert.throws(() => readPredictorMeta(edit(PK.calibTokens, '1234', VT.STRING)), /calibration_tokens/);
+  // pred_thr is checked against its own layer's bundle width, not layer 0's
+  const g = readGGUF(out);
+  const b1 = g.tensorByName.get('blk.1.ffn_bundle')!;
+  const narrow = { ...b1, dims: [b1.dims[0]!, FFN - 1], bytes: b1.bytes - b1.dims[0]! };
+  g.tensorByName.set(b1.name, narrow);
+  g.tensors[g.tensors.indexOf(b1)] = narrow;
+  g.metadata.set('flashlm.perm.1', { key: 'flashlm.perm.1', type: VT.ARRAY, arrayType: VT.UINT32, value: Uint32Array.from({ length: FFN - 1 }, (_, i) => i) });
+  assert.throws(() => readPredictorMeta(g), /blk\.1\.pred_thr.*\[191\]/);
 });
 
 test('readGateWeights: row perm[i] = gate part of record i, as the source gate matrix', async () => {

@@ -8,8 +8,15 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { runOne, TARGETS } from '../../scripts/fuzz-targets.js';
 import { FormatError } from '../../src/formats/errors.js';
-import { readGGUF } from '../../src/formats/gguf.js';
-import { fixturePath, testDir } from '../helpers.js';
+import { readGGUF, GGUFValueType as VT, type GGUFFile, type GGUFKV, type TensorInfo } from '../../src/formats/gguf.js';
+import { FK } from '../../src/formats/flash-layout.js';
+import { describePredictors, PK } from '../../src/formats/predictors.js';
+import { Model } from '../../src/engine/model.js';
+import type { SynthOptions } from '../../src/engine/synth.js';
+import { ModelConfigError } from '../../src/model/llama.js';
+import { alignUp, encodeGGUF } from '../../scripts/fuzz-codec.js';
+import { sparsified, VARIANTS } from '../../scripts/fuzz-predictors.js';
+import { fixturePath, flashLayoutCached, testDir } from '../helpers.js';
 
 const ROOT = fixturePath('fuzz');
 const targetDirs = fs.existsSync(ROOT) ? fs.readdirSync(ROOT).filter((d) => fs.statSync(path.join(ROOT, d)).isDirectory()) : [];
@@ -79,4 +86,60 @@ describe('GGUF metadata values larger than the limits, in a sparse 6 GiB file', 
       }
     });
   }
+});
+
+// Found by review of the predictors target's code paths, out of its reach: Model.load's sparse-mode
+// predictor checks (async: the harness runs parsers synchronously) and a file with ~200k layers
+// (far beyond the fuzzer's small inputs).
+describe('predictor data the predictors target cannot reach', () => {
+  const SYN: SynthOptions = { layers: 2, hidden: 32, ffn: 32, heads: 2, kvHeads: 1, vocab: 260, ctx: 64, dtype: 'q8_0', act: 'silu', seed: 1, format: 'gguf' };
+
+  it('a low-rank predictor of rank > dim (a file without checksums) → ModelConfigError at load, was a RangeError', async () => {
+    const dir = testDir('fuzz-pred-rank');
+    const g = readGGUF(sparsified(await flashLayoutCached(SYN, 'q8_0'), dir, VARIANTS.findIndex((v) => v.kind === 'lowrank' && v.type === 'f32')));
+    // pred_a [32, 40] and pred_b [40, 32] (f32), appended after the data; no checksums, so nothing is verified
+    const data = fs.readFileSync(g.path).subarray(g.dataOffset);
+    const R = 40, bytes = 32 * R * 4;
+    const tensors = g.tensors.map((t) => ({ name: t.name, dims: [...t.dims], type: t.type, rel: BigInt(t.offset - g.dataOffset) }));
+    const extra: Buffer[] = [];
+    let end = data.length;
+    for (const t of tensors) {
+      if (!/\.pred_[ab]$/.test(t.name)) continue;
+      t.dims = t.name.endsWith('_a') ? [32, R] : [R, 32];
+      t.rel = BigInt(end);
+      extra.push(Buffer.from(new Float32Array(32 * R).fill(0.01).buffer), Buffer.alloc(alignUp(bytes, g.alignment) - bytes));
+      end += alignUp(bytes, g.alignment);
+    }
+    const kvs = [...g.metadata.values()].filter((kv) => !kv.key.startsWith('flashlm.checksum.'));
+    const p = path.join(dir, 'rank40.gguf');
+    fs.writeFileSync(p, encodeGGUF({ version: 3, alignment: g.alignment, kvs, tensors, data: Buffer.concat([data, ...extra]) }).bytes);
+    await assert.rejects(Model.load(p, { mode: 'sparse', threads: 1, ctx: 8 }), (e: unknown) => e instanceof ModelConfigError && /pred_a' has rank 40, more than the model's width 32/.test(e.message));
+  });
+
+  it('describePredictors of a file claiming 160,000 layers: no stack overflow (was Math.min(...thresholds))', async () => {
+    const dir = testDir('fuzz-pred-layers');
+    const g = readGGUF(sparsified(await flashLayoutCached(SYN, 'q8_0'), dir, VARIANTS.findIndex((v) => v.kind === 'gate' && v.type === 'f32')));
+    // the header readGGUF would return for such a file (every layer a copy of layer 0), built in memory:
+    // the readers only look at metadata and tensor infos
+    const N = 160_000;
+    // the premise: spreading this many values into a call overflows the stack here (~125k do)
+    assert.throws(() => Math.min(...new Float32Array(N)), RangeError);
+    const metadata = new Map(g.metadata);
+    const set = (key: string, type: number, value: GGUFKV['value'], arrayType?: number): void => {
+      metadata.set(key, arrayType === undefined ? { key, type, value } : { key, type, value, arrayType });
+    };
+    set('llama.block_count', VT.UINT32, N);
+    for (const k of [PK.threshold, PK.recall, PK.precision, PK.overRead]) set(k, VT.ARRAY, new Float32Array(N).fill(0.5), VT.FLOAT32);
+    set(PK.rank, VT.ARRAY, new Uint32Array(N), VT.UINT32);
+    const perm = g.metadata.get(FK.perm(0))!;
+    const l0 = ['ffn_bundle', 'pred_gate', 'pred_thr'].map((s) => g.tensorByName.get(`blk.0.${s}`)!);
+    const tensors: TensorInfo[] = [];
+    for (let l = 0; l < N; l++) {
+      metadata.set(FK.perm(l), { ...perm, key: FK.perm(l) });
+      for (const t of l0) tensors.push({ ...t, name: t.name.replace('blk.0.', `blk.${l}.`) });
+    }
+    const f: GGUFFile = { ...g, metadata, tensors, tensorByName: new Map(tensors.map((t) => [t.name, t])) };
+    const lines = describePredictors(f);
+    assert.match(lines[0]!, /thresholds 0\.500\.\.0\.500 over 160000 layers/);
+  });
 });

@@ -28,6 +28,11 @@ describe('fuzz smoke', () => {
     assert.ok(big.includes('memory'), big.join());
   });
 
+  it("every parser issue 7 names has a target, and sparsify's predictor data", () => {
+    assert.deepEqual(TARGETS.map((t) => t.name).sort(), ['flash-layout', 'gguf', 'gguf-vocab', 'hf-config', 'model-config', 'predictors', 'safetensors',
+      'safetensors-sharded', 'server-request', 'tokenizer-json', 'tokenizer-model']);
+  });
+
   for (const t of TARGETS) {
     it(`${t.name}: ${RUNS} seeded inputs, only typed errors, < 2 s and < 64 MiB each`, () => {
       const r = runInputs(t, { seed: SEED, start: 0, count: RUNS, dir: path.join(work, t.name), slowMs: 2000, memLimitBytes: 64 * 2 ** 20 });
