@@ -25,6 +25,7 @@ export interface EngineRun {
   budgetBytes?: number; // flashlm --memory
   sparse?: Record<string, number>; // sparse mode's counters per decode step
   capacity?: number; // sparse: neuron matrix rows per layer
+  readPlan?: { inFlight: number; maxReadBytes: number; source: string }; // flash modes: the engine's read size and reads in flight
 }
 
 /** Outcome of one child: a run, or why it did not produce one (OOM kill, budget refused, crash). */
@@ -127,6 +128,7 @@ export async function runChild(a: ChildArgs): Promise<EngineRun> {
       memoryMsPerToken: (io.mmMs - io0.mm) / dec,
     } : {}),
     ...(sparse ? { sparse, capacity: m.sparse!.capacity } : {}),
+    ...(m.readPlan ? { readPlan: { ...m.readPlan } } : {}),
   };
 }
 
