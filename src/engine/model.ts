@@ -290,8 +290,9 @@ export class Model {
           slots: hybrid ? 2 * arenas * ffnSlotBytes(cfg, bundles!)
             : streamAll ? 2 * arenas * (streamAll.slotBytes + 4096) + streamAll.out.bytes + streamAll.embd.slotBytes + 8192
               : sparse ? arenas * (2 * streamRows * bundles!.recordBytes + 4096) : 0,
-          // sparse: at least 64 rows per layer (+ a page of alignment each)
-          minNeuronCache: sparse ? cfg.nLayers * (64 * bundles!.recordBytes + 4096) : 0,
+          // sparse: at least 64 rows per layer (+ a page of alignment each) and the bookkeeping slack
+          // taken from it below (without the slack a budget could pass the plan and leave a negative capacity)
+          minNeuronCache: sparse ? sparseSlack(cfg) + cfg.nLayers * (64 * bundles!.recordBytes + 4096) : 0,
         };
         plan = planBudget(input);
         if (opts.kvPositions === 'budget' && plan.spare > 0) {
@@ -303,11 +304,7 @@ export class Model {
       }
       let capacity = 0;
       if (sparse) {
-        // JS-heap bookkeeping outside the arenas (matrix ids/rowOf/lastUsed/scratch ≈ 17 B per row + 12 B
-        // per neuron, planner arrays) and the reader's queues: measured over budget by 4–14 MiB on a
-        // 40-layer synth model without this slack (bench/memory-cap.ts); CodeLlama-13B at a 50% cap
-        // peaked 35 MB over a 16 MiB fixed part (V8 heap growth under per-token planning), hence 64 MiB
-        const slack = 64 * 2 ** 20 + cfg.nLayers * cfg.ffnDim * 48;
+        const slack = sparseSlack(cfg);
         const fromBudget = plan ? Math.floor(((plan.neuronCache - slack) / cfg.nLayers - 4096) / bundles!.recordBytes) : cfg.ffnDim;
         capacity = Math.min(cfg.ffnDim, opts.neuronCapacity ?? fromBudget);
         if (!Number.isInteger(capacity) || capacity < 1) throw new EngineError(`neuron capacity ${capacity}: needs at least 1 row per layer`);
@@ -591,4 +588,15 @@ export class Model {
     this.source.close();
     await this.compute.close();
   }
+}
+
+/**
+ * Sparse mode's share of the neuron-cache budget kept for JS-heap bookkeeping outside the arenas
+ * (matrix ids/rowOf/lastUsed/scratch ≈ 17 B per row + 12 B per neuron, planner arrays) and the
+ * reader's queues, bytes: measured over budget by 4–14 MiB on a 40-layer synth model without it
+ * (bench/memory-cap.ts); CodeLlama-13B at a 50% cap peaked 35 MB over a 16 MiB fixed part (V8 heap
+ * growth under per-token planning), hence 64 MiB + 48 B per neuron.
+ */
+function sparseSlack(cfg: { nLayers: number; ffnDim: number }): number {
+  return 64 * 2 ** 20 + cfg.nLayers * cfg.ffnDim * 48;
 }

@@ -113,3 +113,32 @@ test('sparse mode, window 0 (no reuse): every token reads every predicted record
   assert.equal(s.hits, 0);
   assert.equal(s.needed, (prompt.length + 3) * o.layers * o.ffn);
 });
+
+test('sparse mode under a budget: every budget too small is a BudgetError with the numbers, the smallest that loads has ≥ 1 row per layer', async () => {
+  const path = await flashLayoutCached(o, 'q8_0');
+  // bisect the smallest loadable --memory (bytes); every refusal on the way must be the planner's
+  const tryLoad = async (memory: number): Promise<number | Error> => {
+    try {
+      const m = await Model.load(path, { ctx: 16, mode: 'sparse', predictor: 'all', memory });
+      try { return m.sparse!.capacity; } finally { await m.close(); }
+    } catch (e) {
+      return e as Error;
+    }
+  };
+  let lo = 1 << 20, hi = 1 << 30; // lo refused, hi loads
+  assert.ok((await tryLoad(lo)) instanceof Error);
+  assert.equal(typeof (await tryLoad(hi)), 'number');
+  const refusals: Error[] = [];
+  while (hi - lo > 1 << 16) {
+    const mid = Math.floor((lo + hi) / 2);
+    const r = await tryLoad(mid);
+    if (r instanceof Error) { refusals.push(r); lo = mid; } else hi = mid;
+  }
+  assert.ok(refusals.length > 0);
+  for (const e of refusals) {
+    assert.equal(e.name, 'BudgetError', e.message);
+    assert.match(e.message, /too small: needs .* minimum neuron cache/);
+  }
+  const cap = await tryLoad(hi);
+  assert.ok(typeof cap === 'number' && cap >= 1, `capacity ${String(cap)}`);
+});
