@@ -290,9 +290,11 @@ export class Model {
           slots: hybrid ? 2 * arenas * ffnSlotBytes(cfg, bundles!)
             : streamAll ? 2 * arenas * (streamAll.slotBytes + 4096) + streamAll.out.bytes + streamAll.embd.slotBytes + 8192
               : sparse ? arenas * (2 * streamRows * bundles!.recordBytes + 4096) : 0,
-          // sparse: at least 64 rows per layer (+ a page of alignment each) and the bookkeeping slack
-          // taken from it below (without the slack a budget could pass the plan and leave a negative capacity)
-          minNeuronCache: sparse ? sparseSlack(cfg) + cfg.nLayers * (64 * bundles!.recordBytes + 4096) : 0,
+          // sparse: the bookkeeping slack taken from the neuron cache below (without it a budget could
+          // pass the plan and leave a negative capacity) + at least 16 rows per layer when the stream
+          // buffer serves what does not fit, 64 without it (the predictor is cut to the capacity), + a
+          // page of alignment each
+          minNeuronCache: sparse ? sparseSlack(cfg) + cfg.nLayers * ((streamRows > 0 ? 16 : 64) * bundles!.recordBytes + 4096) : 0,
         };
         plan = planBudget(input);
         if (opts.kvPositions === 'budget' && plan.spare > 0) {
