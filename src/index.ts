@@ -29,6 +29,7 @@ export { FormatError, UnsupportedError, NotFoundError } from './formats/errors.j
 export { ChecksumError } from './formats/checksum.js';
 export { ModelConfigError } from './model/llama.js';
 export { FlashIOError, FlashAlignmentError } from './flash/io.js';
+export { WriteError } from './formats/errors.js';
 export { ArenaFullError } from './kernels/index.js';
 export { KVBudgetError, type PageStats } from './memory/pages.js';
 export { PoolFullError, type PoolStats, type PoolPart } from './memory/pool.js';

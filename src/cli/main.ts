@@ -24,7 +24,7 @@ const USER_ERRORS = new Set([
   'UsageError', 'FormatError', 'UnsupportedError', 'NotFoundError', 'ModelConfigError', 'EngineError',
   'SamplingError', 'SynthOptionsError', 'BudgetError', 'FlashIOError', 'FlashAlignmentError', 'DiskProfileError', 'TokenizerError', 'ArenaFullError', 'ConvertError', 'ChecksumError', 'CalibrationError', 'EvalError',
   'SparsifyError', 'CalibrationMismatchError', 'PredictorFormatError', 'PredictorError',
-  'OptionsError', 'ContextLengthError', 'PlacementError', 'PlacementFormatError', 'CoactivationError',
+  'OptionsError', 'ContextLengthError', 'PlacementError', 'PlacementFormatError', 'CoactivationError', 'WriteError',
 ]);
 
 const HELP = `flashlm — run LLMs bigger than DRAM from Node.js

@@ -29,6 +29,17 @@ export class NotFoundError extends Error {
 }
 
 /**
+ * Writing an output file failed for a reason the user can act on (disk full, quota, read-only file
+ * system, I/O error): names the file, the bytes needed and written, and says what was left behind.
+ */
+export class WriteError extends Error {
+  constructor(readonly path: string, readonly code: string, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'WriteError';
+  }
+}
+
+/**
  * A short rendering of a value parsed from an untrusted JSON file, for error messages. Unlike
  * JSON.stringify / String() it is bounded in depth, items and length, so a hostile file with deeply
  * nested arrays cannot overflow the stack while we are reporting that it is invalid.

@@ -2,6 +2,7 @@
 
 import * as fs from 'node:fs';
 import * as nodePath from 'node:path';
+import { WriteError } from './errors.js';
 import { removeStaleTemps } from './fsutil.js';
 import { typeName } from './ggml-types.js';
 import {
@@ -146,7 +147,18 @@ export class GGUFWriter {
   private cur = 0; // index of the tensor being written
   private curDone = 0; // bytes of it written
 
-  constructor(readonly path: string, opts: { alignment?: number } = {}) {
+  private total = 0; // bytes of the whole file (known at beginData)
+  private written = 0; // bytes written to the temp file so far
+  private readonly freeBytes: (dir: string) => number;
+  private readonly writeFn: typeof fs.writeSync;
+
+  /**
+   * opts.freeBytes / opts.writeFn: test seams for the free-space check and the write call
+   * (defaults: statfs of the output's directory, fs.writeSync).
+   */
+  constructor(readonly path: string, opts: { alignment?: number; freeBytes?: (dir: string) => number; writeFn?: typeof fs.writeSync } = {}) {
+    this.freeBytes = opts.freeBytes ?? freeBytesOf;
+    this.writeFn = opts.writeFn ?? fs.writeSync;
     this.alignment = opts.alignment ?? DEFAULT_ALIGNMENT;
     this.alignmentFixed = opts.alignment !== undefined;
     if (!isPow2(this.alignment) || this.alignment > MAX_ALIGNMENT) {
@@ -226,6 +238,17 @@ export class GGUFWriter {
     }
     const pad = alignUp(h.len, this.alignment) - h.len;
     removeStaleTemps(this.path); // temp files of killed writers of this path (dead pids)
+    // the whole file goes to a temp file next to the target before the rename, so all of it must fit
+    // now (the old file, if any, is only replaced at the end): refuse up front rather than fill the
+    // disk for minutes and fail at ENOSPC
+    this.total = h.len + pad + rel;
+    const dir = nodePath.dirname(nodePath.resolve(this.path));
+    const free = this.freeBytes(dir);
+    if (this.total > free) {
+      this.state = 'failed';
+      throw new WriteError(this.path, 'ENOSPC',
+        `${this.path}: needs ${gb(this.total)} of free space, ${gb(free)} free in ${dir} (the file is written to a temp file next to it, then renamed); nothing was written`);
+    }
     this.fd = fs.openSync(this.tmp, 'w');
     this.state = 'data';
     this.buf = Buffer.allocUnsafe(CHUNK);
@@ -336,6 +359,39 @@ export class GGUFWriter {
   }
   private writeAll(b: Uint8Array): void {
     let off = 0;
-    while (off < b.length) off += fs.writeSync(this.fd, b, off, Math.min(b.length - off, 1 << 30));
+    while (off < b.length) {
+      let n: number;
+      try {
+        n = this.writeFn(this.fd, b, off, Math.min(b.length - off, 1 << 30));
+      } catch (e) {
+        const code = (e as NodeJS.ErrnoException).code ?? '';
+        const why = WRITE_FAILURES[code];
+        if (!why) throw e;
+        // the caller's catch calls fail(), which removes the temp file (freeing the space at once)
+        throw new WriteError(this.path, code,
+          `${this.path}: ${why} (${code}) after ${gb(this.written + off)} of ${gb(this.total)}; the partial temp file is removed, the previous file (if any) is unchanged`,
+          { cause: e });
+      }
+      off += n;
+    }
+    this.written += b.length;
   }
 }
+
+/** Write errors a user can act on, with what to say. */
+const WRITE_FAILURES: Record<string, string> = {
+  ENOSPC: 'no space left on the device', EDQUOT: 'disk quota exceeded', EFBIG: 'file too large for the file system',
+  EROFS: 'read-only file system', EIO: 'I/O error while writing',
+};
+
+/** Bytes available to this user on the file system holding dir (Infinity when statfs is unavailable). */
+function freeBytesOf(dir: string): number {
+  try {
+    const s = fs.statfsSync(dir);
+    return Number(s.bavail) * Number(s.bsize);
+  } catch {
+    return Infinity;
+  }
+}
+
+const gb = (n: number): string => (n >= 1e9 ? `${(n / 1e9).toFixed(2)} GB` : `${(n / 1e6).toFixed(1)} MB`);
