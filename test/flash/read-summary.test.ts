@@ -145,6 +145,9 @@ interface Scenario {
   /** every third read call of more than one record returns one record only (FaultyDisk): the
    * reader continues it with another read call, so reads exceed the planned runs */
   short?: boolean;
+  /** ids handed to ensure() in ascending id order (as the predictors give them), not position order:
+   * the split between matrix and stream chunks must still follow file order */
+  idOrder?: boolean;
   /** hand-computed per token: reads (= planned runs without short reads), records per read (mean), gap records */
   reads: number;
   meanRecords: number;
@@ -165,6 +168,9 @@ const scenarios: Scenario[] = [
   // matrix full (no room for gaps): 4 reads of 2; chunks within 8 positions of their first: 6 chunks
   // of one read through 6 records (4 needed, 2 gap) per layer → 10 reads, 44 records, 12 gap
   { name: 'stream buffer, collapse 2', collapseGap: 2, maxReadBytes: 65536, capacity: 8, streamRows: 8, reads: 20, meanRecords: 44 / 10, gap: 24 },
+  // the two stream cases again with the ids in id order (shuffled placement): same reads as in file order
+  { name: 'stream buffer, no collapse, ids in id order', collapseGap: 0, maxReadBytes: 65536, capacity: 8, streamRows: 8, idOrder: true, reads: 32, meanRecords: 2, gap: 0 },
+  { name: 'stream buffer, collapse 2, ids in id order', collapseGap: 2, maxReadBytes: 65536, capacity: 8, streamRows: 8, idOrder: true, reads: 20, meanRecords: 44 / 10, gap: 24 },
   // as 'collapse 2' (2 planned runs of 62 records per token), with continuations of short reads
   { name: 'collapse 2, short reads continued', collapseGap: 2, maxReadBytes: 65536, capacity: NFF, short: true, reads: 2, meanRecords: 62, gap: 60 },
 ];
@@ -189,6 +195,7 @@ for (const sc of scenarios) {
         nFF: NFF, recordBytes: RB, capacity: sc.capacity, window: 0, collapseGap: sc.collapseGap, maxReadBytes: sc.maxReadBytes, streamRows: sr,
       });
       const want = perms.map((perm) => Int32Array.from(PATTERN, (p) => perm[p]!)); // ids, in position order
+      if (sc.idOrder) for (const w of want) w.sort();
       for (let t = 0; t < TOKENS; t++) {
         for (let l = 0; l < LAYERS; l++) {
           const inv = invertPerm(perms[l]!);
