@@ -203,7 +203,19 @@ export interface CollapseOptions {
   runRecords?: number;
   /** no gap larger than a read of this size allows (default 1 MiB) */
   maxReadBytes?: number;
+  /** main-thread CPU per read that I/O does not hide, ms (default CPU_MS_PER_READ) */
+  cpuMsPerRead?: number;
 }
+
+/**
+ * Main-thread CPU per read, ms: submitting it, its completion callback and promise, and the
+ * planner's bookkeeping; it runs on the core the compute threads need, so the disk profile (device
+ * time only) misses it. Measured on CodeLlama-13B in sparse mode at a 50% cap (2026-12-06,
+ * bench/results-ripple-heldout-codellama13b-q8_0-before-fix.json): collapsing gaps of ≤ 2 records
+ * cut reads from 113.2k to 21.5k per token and compute (wall minus I/O wait) from 2123 to 1382 ms:
+ * 741 ms / 91.7k reads ≈ 0.008 ms per read.
+ */
+export const CPU_MS_PER_READ = 0.008;
 
 /**
  * Ripple's collapse threshold from a disk profile: the largest gap G (records) such that one read
@@ -211,8 +223,10 @@ export interface CollapseOptions {
  * g ≤ G. Time of one read of x bytes is profile.costMs(x bytes in 1 read) = x / bandwidth(x), the
  * amortized time per read at that size and reads in flight (1/IOPS). With s = runRecords·recordBytes:
  *   collapse g  ⇔  T(2s + g·recordBytes) < 2·T(s)
- * i.e. the gap's extra bytes cost less than the read they save. Returns 0 when the device is
- * bandwidth-bound at that size (T grows in proportion to the bytes: nothing to save per read).
+ * i.e. the gap's extra bytes cost less than the read they save. Each read also costs c =
+ * cpuMsPerRead of main-thread CPU, so the test is T(2s + g·recordBytes) + c < 2·(T(s) + c). Returns 0
+ * when the device is bandwidth-bound at that size and reads cost no CPU (T grows in proportion to the
+ * bytes: nothing to save per read).
  */
 export function collapseThreshold(p: DiskProfile, recordBytes: number, o: CollapseOptions = {}): number {
   const runRecords = o.runRecords ?? 1;
@@ -221,7 +235,9 @@ export function collapseThreshold(p: DiskProfile, recordBytes: number, o: Collap
   if (!p.cells.length) throw new ReadPlanError('collapseThreshold: the disk profile has no cells');
   const s = runRecords * recordBytes;
   const T = (x: number) => costMs(p, x, 1, o.inFlight);
-  const split = 2 * T(s);
+  const cpu = o.cpuMsPerRead ?? CPU_MS_PER_READ;
+  if (!(cpu >= 0)) throw new ReadPlanError(`collapseThreshold: bad cpuMsPerRead ${cpu}`);
+  const split = 2 * T(s) + cpu; // two reads' device time and CPU, less the collapsed read's CPU
   let g = 0;
   while (2 * s + (g + 1) * recordBytes <= maxReadBytes && T(2 * s + (g + 1) * recordBytes) < split) g++;
   return g;

@@ -4,7 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import { join } from 'node:path';
-import { collapseThreshold, GAP_NEW, GAP_RESIDENT, invertPerm, planReads, readRequestsFor, ReadPlanError, rowIds, type PlanOptions, type ReadPlan } from '../../src/flash/read-planner.js';
+import { collapseThreshold, CPU_MS_PER_READ, GAP_NEW, GAP_RESIDENT, invertPerm, planReads, readRequestsFor, ReadPlanError, rowIds, type PlanOptions, type ReadPlan } from '../../src/flash/read-planner.js';
 import { NeuronMatrix, type ArenaLike } from '../../src/flash/neuron-matrix.js';
 import { DirectReader } from '../../src/flash/io.js';
 import { costMs, type DiskCell, type DiskProfile } from '../../src/flash/profile.js';
@@ -186,15 +186,16 @@ function profile(cells: Omit<DiskCell, 'reads' | 'bytes' | 'ms'>[]): DiskProfile
 const SIZES = [4, 8, 16, 32, 64, 128, 256, 512, 1024].map((k) => k << 10);
 
 test('collapseThreshold: 0 when bandwidth-bound, large when IOPS-bound, the cost rule exactly at the edge', () => {
+  const dev = { cpuMsPerRead: 0 }; // device time only
   const bw = profile(SIZES.map((s) => ({ chunkBytes: s, inFlight: 16, mbps: 1000, iops: 1e9 / s })));
-  assert.equal(collapseThreshold(bw, 16384), 0);
+  assert.equal(collapseThreshold(bw, 16384, dev), 0);
   const iops = profile(SIZES.map((s) => ({ chunkBytes: s, inFlight: 16, mbps: (10000 * s) / 1e6, iops: 10000 })));
-  assert.equal(collapseThreshold(iops, 16384), (1 << 20) / 16384 - 2, 'capped by maxReadBytes');
-  assert.equal(collapseThreshold(iops, 16384, { maxReadBytes: 256 << 10 }), 14);
+  assert.equal(collapseThreshold(iops, 16384, dev), (1 << 20) / 16384 - 2, 'capped by maxReadBytes');
+  assert.equal(collapseThreshold(iops, 16384, { ...dev, maxReadBytes: 256 << 10 }), 14);
   // per-read cost c0 + bytes/B: mbps(s) = s / (c0 + s/B); collapse while c0 + (2s+g·rb)/B < 2(c0 + s/B) ⇔ g·rb < c0·B
   const c0 = 0.05, B = 2000; // ms, MB/s → c0·B = 100 KB: g·16384 < 100000 → g ≤ 6 (at measured sizes only approx.)
   const mixed = profile(SIZES.map((s) => ({ chunkBytes: s, inFlight: 16, mbps: s / 1000 / (c0 + s / (B * 1000)), iops: 0 })));
-  const G = collapseThreshold(mixed, 16384);
+  const G = collapseThreshold(mixed, 16384, dev);
   assert.ok(G >= 4 && G <= 7, `G ${G}`);
   const T = (x: number) => costMs(mixed, x, 1);
   assert.ok(T(2 * 16384 + G * 16384) < 2 * T(16384), 'G collapses');
@@ -209,8 +210,22 @@ test('collapseThreshold on the measured profile shape of this machine (16 KiB re
     ...SIZES.map((s, i) => ({ chunkBytes: s, inFlight: 16, mbps: m16[i]!, iops: 0 })),
     ...SIZES.map((s, i) => ({ chunkBytes: s, inFlight: 64, mbps: m64[i]!, iops: 0 })),
   ]);
-  assert.equal(collapseThreshold(p, 16384, { inFlight: 16 }), 3); // IOPS-bound at 16 KiB with 16 in flight
-  assert.equal(collapseThreshold(p, 16384, { inFlight: 64 }), 0); // 64 in flight: bandwidth-bound already
+  assert.equal(collapseThreshold(p, 16384, { inFlight: 16, cpuMsPerRead: 0 }), 3); // IOPS-bound at 16 KiB with 16 in flight
+  assert.equal(collapseThreshold(p, 16384, { inFlight: 64, cpuMsPerRead: 0 }), 0); // 64 in flight: bandwidth-bound already
+});
+
+test('collapseThreshold counts the CPU a read costs: bandwidth-bound reads still collapse while a gap costs less than a read\'s CPU', () => {
+  // 1000 MB/s at every size: a 16 KiB record costs 0.016384 ms of device time, so with c ms of CPU
+  // per read a gap of g records is worth reading while g·0.016384 < c
+  const bw = profile(SIZES.map((s) => ({ chunkBytes: s, inFlight: 16, mbps: 1000, iops: 1e9 / s })));
+  const t = 16384 / 1000 / 1000; // ms per record
+  for (const c of [0, 0.008, 0.02, 0.05, 0.2]) {
+    const G = collapseThreshold(bw, 16384, { cpuMsPerRead: c });
+    assert.equal(G, Math.max(0, Math.ceil(c / t) - 1), `c ${c}`);
+  }
+  // the default is the measured CPU_MS_PER_READ: below one record's device time here, so 0
+  assert.equal(collapseThreshold(bw, 16384), Math.max(0, Math.ceil(CPU_MS_PER_READ / t) - 1));
+  assert.throws(() => collapseThreshold(bw, 16384, { cpuMsPerRead: -1 }), ReadPlanError);
 });
 
 /** Arena-like memory for the real-read test: WebAssembly pages are 64 KiB aligned. */
