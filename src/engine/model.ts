@@ -6,7 +6,7 @@ import { openFlashLayout } from '../formats/flash-layout.js';
 import { runChecks, type RunChecks } from '../formats/checksum.js';
 import { TensorType, typeName } from '../formats/ggml-types.js';
 import { Compute } from '../kernels/index.js';
-import { planBudget, RUNTIME_OVERHEAD_BYTES, type BudgetPlan } from '../memory/budget.js';
+import { planBudget, RUNTIME_OVERHEAD_BYTES, sparseSlackBytes, type BudgetPlan } from '../memory/budget.js';
 import {
   configFromMetadata, ffnSlotBytes, forward, forwardStreamed, kvBytesPerLayer, loadWeights, makeCache, makePlans, makeState, planStreamAll, PRED_TENSOR,
   activationBuffers, pageTableBytes, ACT_STEPS, KV_PAGE_SIZE, type KVPool,
@@ -294,7 +294,7 @@ export class Model {
           // pass the plan and leave a negative capacity) + at least 16 rows per layer when the stream
           // buffer serves what does not fit, 64 without it (the predictor is cut to the capacity), + a
           // page of alignment each
-          minNeuronCache: sparse ? sparseSlack(cfg) + cfg.nLayers * ((streamRows > 0 ? 16 : 64) * bundles!.recordBytes + 4096) : 0,
+          minNeuronCache: sparse ? sparseSlackBytes(cfg.nLayers, cfg.ffnDim) + cfg.nLayers * ((streamRows > 0 ? 16 : 64) * bundles!.recordBytes + 4096) : 0,
         };
         plan = planBudget(input);
         if (opts.kvPositions === 'budget' && plan.spare > 0) {
@@ -306,7 +306,7 @@ export class Model {
       }
       let capacity = 0;
       if (sparse) {
-        const slack = sparseSlack(cfg);
+        const slack = sparseSlackBytes(cfg.nLayers, cfg.ffnDim);
         const fromBudget = plan ? Math.floor(((plan.neuronCache - slack) / cfg.nLayers - 4096) / bundles!.recordBytes) : cfg.ffnDim;
         capacity = Math.min(cfg.ffnDim, opts.neuronCapacity ?? fromBudget);
         if (!Number.isInteger(capacity) || capacity < 1) throw new EngineError(`neuron capacity ${capacity}: needs at least 1 row per layer`);
@@ -592,13 +592,3 @@ export class Model {
   }
 }
 
-/**
- * Sparse mode's share of the neuron-cache budget kept for JS-heap bookkeeping outside the arenas
- * (matrix ids/rowOf/lastUsed/scratch ≈ 17 B per row + 12 B per neuron, planner arrays) and the
- * reader's queues, bytes: measured over budget by 4–14 MiB on a 40-layer synth model without it
- * (bench/memory-cap.ts); CodeLlama-13B at a 50% cap peaked 35 MB over a 16 MiB fixed part (V8 heap
- * growth under per-token planning), hence 64 MiB + 48 B per neuron.
- */
-function sparseSlack(cfg: { nLayers: number; ffnDim: number }): number {
-  return 64 * 2 ** 20 + cfg.nLayers * cfg.ffnDim * 48;
-}

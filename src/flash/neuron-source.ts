@@ -120,8 +120,7 @@ export class MatrixNeuronSource implements NeuronSource {
 
   async ensure(l: number, ids: Int32Array, count: number, token: number): Promise<NeuronRows> {
     // a caller that stopped calling next() (an error in between): let the read land, forget the rest
-    if (this.inFlight) await this.dropStream();
-    this.overN = this.overAt = 0;
+    await this.dropStream();
     this.streamLayer = l;
     const m = this.matrices[l]!;
     const L = this.layers[l]!;

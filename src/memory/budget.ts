@@ -107,3 +107,14 @@ export function describePlan(p: BudgetPlan): string {
     row('unused', p.spare),
   ].join('\n');
 }
+
+/**
+ * Sparse mode's share of the neuron-cache budget kept for JS-heap bookkeeping outside the arenas
+ * (matrix ids/rowOf/lastUsed/scratch ≈ 17 B per row + 12 B per neuron, planner arrays) and the
+ * reader's queues, bytes: measured over budget by 4–14 MiB on a 40-layer synth model without it
+ * (bench/memory-cap.ts); CodeLlama-13B at a 50% cap peaked 35 MB over a 16 MiB fixed part (V8 heap
+ * growth under per-token planning), hence 64 MiB + 48 B per neuron.
+ */
+export function sparseSlackBytes(nLayers: number, ffnDim: number): number {
+  return 64 * 2 ** 20 + nLayers * ffnDim * 48;
+}
