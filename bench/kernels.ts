@@ -9,6 +9,11 @@
 //     matvecT over the records' down parts (GB/s of down bytes).
 // Usage: node dist/bench/kernels.js [--runs N] [--set-mb MB] [--types q8_0,q4_0,bf16,f32]
 //   [--benches matvec,matvecT,strided] [--ttypes q8_0] [--trows 13824] [--tcols 5120]
+//   [--shapes 5120x5120,13824x5120,5120x13824 --repeats R]
+// --shapes: the matvec shapes of one 13B decoder layer (q/k/v/o, gate/up, down as stored by
+//   llama.cpp); each (shape, threads) cell is measured R times, round-robin, so the machine's
+//   noise (DRAM shared with other tenants: the same cell ranges 12–22 GB/s minutes apart) spreads
+//   over all cells; reports each cell's median and best, and the layer's bytes-weighted GB/s.
 import { Compute, GGMLType, rowBytes } from '../src/kernels/index.js';
 
 const argv = process.argv.slice(2);
@@ -48,7 +53,8 @@ function fillWeights(u8: Uint8Array, type: number): void {
 
 interface Result { type: string; threads: number; matrices: number; setMB: number; gbps: number; gflops: number; msPerMatrix: number; runsGBps: number[] }
 
-async function benchType(name: string, threads: number): Promise<Result> {
+async function benchType(name: string, threads: number, ROWS_ = ROWS, COLS_ = COLS): Promise<Result> {
+  const ROWS = ROWS_, COLS = COLS_;
   const type = TYPE_IDS[name];
   const mBytes = rowBytes(type, COLS) * ROWS;
   const nMat = Math.max(1, Math.ceil(SET_BYTES / mBytes));
@@ -169,6 +175,35 @@ async function benchStrided(threads: number): Promise<ResultT[]> {
   }
 }
 
+const SHAPES = opt('shapes', '').split(',').filter(Boolean).map((v) => v.split('x').map(Number) as [number, number]);
+const REPEATS = Number(opt('repeats', '5'));
+if (SHAPES.length) {
+  // per 13B layer: q, k, v, o (5120×5120 each), gate + up (13824×5120), down (5120×13824)
+  const perLayer: Record<string, number> = { '5120x5120': 4, '13824x5120': 2, '5120x13824': 1 };
+  const cells: { shape: [number, number]; threads: number; type: string; gbps: number[] }[] = [];
+  for (const name of TYPES) for (const shape of SHAPES) for (const t of THREADS) cells.push({ shape, threads: t, type: name, gbps: [] });
+  for (let r = 0; r < REPEATS; r++) {
+    for (const c of cells) c.gbps.push((await benchType(c.type, c.threads, c.shape[0], c.shape[1])).gbps);
+  }
+  const med = (v: number[]) => [...v].sort((p, q) => p - q)[v.length >> 1];
+  const out = cells.map((c) => ({ type: c.type, shape: c.shape, threads: c.threads, medianGBps: med(c.gbps), bestGBps: Math.max(...c.gbps), repeatsGBps: c.gbps }));
+  const layer: Record<string, { medianGBps: number; bestGBps: number }> = {};
+  for (const name of TYPES) {
+    for (const t of THREADS) {
+      let bytes = 0, tMed = 0, tBest = 0;
+      for (const c of out) {
+        if (c.type !== name || c.threads !== t) continue;
+        const k = perLayer[`${c.shape[0]}x${c.shape[1]}`];
+        if (!k) continue;
+        const b = k * c.shape[0] * c.shape[1];
+        bytes += b; tMed += b / c.medianGBps; tBest += b / c.bestGBps;
+      }
+      if (bytes) layer[`${name}/${t}`] = { medianGBps: Math.round((bytes / tMed) * 100) / 100, bestGBps: Math.round((bytes / tBest) * 100) / 100 };
+    }
+  }
+  process.stdout.write(JSON.stringify({ runs: RUNS, repeats: REPEATS, node: process.version, cells: out, layer13B: layer }, null, 1) + '\n');
+  process.exit(0);
+}
 const results: (Result | ResultT)[] = [];
 if (BENCHES.includes('matvec')) {
   for (const name of TYPES) {
