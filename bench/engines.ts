@@ -133,6 +133,18 @@ export async function runChild(a: ChildArgs): Promise<EngineRun> {
 }
 
 /**
+ * The environment of an engine child: flash reads through libuv's threadpool with 64 threads (what
+ * bin/flashlm.cjs sets), or through io_uring with FLASHLM_IO=uring (its SQPOLL kernel thread then
+ * competes with the kernels for the two cores; README "I/O path"). Both must be set at process start.
+ */
+export function ioEnv(): NodeJS.ProcessEnv {
+  const env = { ...process.env };
+  if (process.env.FLASHLM_IO === 'uring') env.UV_USE_IO_URING = '1';
+  else { delete env.UV_USE_IO_URING; env.UV_THREADPOOL_SIZE ??= '64'; }
+  return env;
+}
+
+/**
  * Runs `script --child ...` in a fresh node process (inside `incg capBytes` when capBytes > 0), after
  * dropping the page cache. Never throws for a failed child: the failure is part of the result.
  */
@@ -143,7 +155,7 @@ export function spawnChild(script: string, a: ChildArgs, capBytes: number): Chil
   const cmd = capBytes ? [INCG, String(capBytes), process.execPath, ...args] : [process.execPath, ...args];
   const out = spawnSync(cmd[0]!, cmd.slice(1), {
     encoding: 'utf8', maxBuffer: 1 << 26, stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, UV_USE_IO_URING: '1' },
+    env: ioEnv(),
   });
   const res: ChildResult = {};
   const cg = /incg: limit (\d+) peak (\d+) oom_kills (\d+)/.exec(out.stderr);

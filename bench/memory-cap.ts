@@ -7,7 +7,7 @@
 // larger than the budgets, in the flash layout, calibrated on real text (/usr/lib/python3.11) and
 // sparsified, so that all of naive, hybrid and sparse mode can run on it. Then, for each budget (a
 // share of the flash file's size) and mode, runs `flashlm run FILE --mode M --memory B -n N --json`
-// in a fresh child (UV_USE_IO_URING=1) inside `incg LIMIT` (cgroup-v1 memory limit, which counts page
+// in a fresh child (engines.ts ioEnv: 64 threadpool threads) inside `incg LIMIT` (cgroup-v1 memory limit, which counts page
 // cache too), LIMIT = B + --limit-extra (default: the stated runtime overhead, 96 MiB), after the page
 // cache is dropped. Records the OOM kills, the cgroup's peak usage, the child's peak RSS and tokens/s,
 // or the planner's BudgetError (a budget too small for a mode is a reported outcome, not a failure).
@@ -22,9 +22,9 @@ import { parseArgs } from 'node:util';
 import { cacheDir } from '../src/formats/fsutil.js';
 import { readGGUF } from '../src/formats/gguf.js';
 import { RUNTIME_OVERHEAD_BYTES } from '../src/memory/budget.js';
-import { dropCaches, type FlashMode } from './engines.js';
+import { dropCaches, ioEnv, type FlashMode } from './engines.js';
 
-const BIN = fileURLToPath(new URL('../../bin/flashlm.js', import.meta.url)); // dist/bench → repo bin/
+const BIN = fileURLToPath(new URL('../../bin/flashlm.cjs', import.meta.url)); // dist/bench → repo bin/
 const INCG = fileURLToPath(new URL('../../../shared/tools/incg', import.meta.url)); // dist/bench → ../shared
 const CALIB_TEXT = '/usr/lib/python3.11';
 // A fixed prompt (ids < 512: the synth vocabulary), so every cell decodes the same sequence.
@@ -94,7 +94,7 @@ function runCell(file: string, mode: FlashMode, pct: number, fileBytes: number, 
   const r = spawnSync(INCG, [String(limit), process.execPath, BIN, 'run', file, '--mode', mode, '--memory', String(budget),
     '--tokens', PROMPT.join(','), '-n', String(n), '--json'], {
     encoding: 'utf8', maxBuffer: 1 << 26, stdio: ['ignore', 'pipe', 'pipe'], timeout: timeoutS * 1000, killSignal: 'SIGKILL',
-    env: { ...process.env, UV_USE_IO_URING: '1' },
+    env: ioEnv(),
   });
   const wall = (performance.now() - t0) / 1000;
   const cg = /incg: limit (\d+) peak (\d+) oom_kills (\d+) exit (\d+)/.exec(r.stderr ?? '');

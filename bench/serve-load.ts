@@ -54,7 +54,7 @@ const KV_POSITIONS = opt('kv-positions', 'budget');
 const DISCONNECT_EVERY = Number(opt('disconnect-every', '10'));
 const RETRY_AFTER = !argv.includes('--no-retry-after');
 const MAX_RETRIES = Number(opt('max-retries', '5'));
-const BIN = fileURLToPath(new URL('../../bin/flashlm.js', import.meta.url));
+const BIN = fileURLToPath(new URL('../../bin/flashlm.cjs', import.meta.url));
 const TIMEOUT_MS = 30_000;
 
 function tinyModel(): string {

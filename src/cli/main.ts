@@ -41,8 +41,7 @@ commands:
   verify MODEL                  check a flash-layout file's per-tensor / per-block checksums
   profile-disk [--file F] [--json] [--plot out.svg]
                                 O_DIRECT random-read bandwidth and IOPS vs chunk size and reads in
-                                flight; saved for the flash engine's cost model (run with
-                                UV_USE_IO_URING=1 so libuv submits through io_uring)
+                                flight; saved for the flash engine's cost model
   calibrate MODEL --text FILE|DIR... [--tokens N] [-o OUT]
                                 record FFN activations over real text (for sparse mode)
   eval MODEL --ppl FILE|DIR... [--mode M] [--json]

@@ -12,7 +12,8 @@ const USAGE = `usage: flashlm profile-disk [--file F] [--dir D] [--size 1GB] [--
   --file F     read an existing big file (e.g. a model), read-only; default: a scratch file of --size in D
   --dir D      where the scratch file goes (default: the cache dir); profile the filesystem that holds the model
   --keep-cache if O_DIRECT is refused, do not drop the page cache (as root, it is dropped system-wide)
-  Run with UV_USE_IO_URING=1 in the environment so reads are submitted through io_uring.
+  Reads run on libuv's threadpool (the flashlm command sets UV_THREADPOOL_SIZE=64), or through
+  io_uring when node starts with UV_USE_IO_URING=1.
 `;
 
 /** "1GB" = 1e9, "1GiB" / "1G" = 2^30, "64K" / "64KiB" = 65536, "4096" = 4096 bytes. */

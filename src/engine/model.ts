@@ -344,10 +344,12 @@ export class Model {
         const align = sparse && bundles!.recordBytes % 4096 !== 0 ? 512 : 4096;
         m.reader = await DirectReader.open(path, { inFlight: m.readPlan.inFlight, maxReadBytes: m.readPlan.maxReadBytes, readFn: opts.readFn, align });
         if (m.reader.warning) m.warnings.push(m.reader.warning);
-        // libuv reads UV_USE_IO_URING only when the process starts; after the probe read the ring exists if it is on
+        // libuv reads UV_USE_IO_URING only when the process starts; after the probe read the ring exists if it is on.
+        // Without it every read occupies a threadpool thread: fewer threads than reads in flight caps the queue depth.
         m.ioUring = ioUringActive();
-        if (!m.ioUring && process.platform === 'linux') {
-          m.warnings.push(`io_uring is off (start with UV_USE_IO_URING=1): at most ${Number(process.env.UV_THREADPOOL_SIZE) || 4} reads are really in flight (libuv threadpool)`);
+        const pool = Number(process.env.UV_THREADPOOL_SIZE) || 4;
+        if (!m.ioUring && pool < m.readPlan.inFlight) {
+          m.warnings.push(`only ${pool} of ${m.readPlan.inFlight} reads are really in flight (libuv threadpool of ${pool} threads): set UV_THREADPOOL_SIZE=${m.readPlan.inFlight} before node starts (the flashlm command does)`);
         }
         const slotOf = (l: number) => (l < cfg.nLayers
           ? { arena: weights.layers[l]!.arena, off: weights.layers[l]!.slot! }

@@ -8,18 +8,19 @@
 // misaligned base buffer shows up as EINVAL on a read, which we report as FlashIOError (never as a
 // silent fallback: the fallback decision is made once, by a probe read into our own wasm page).
 //
-// Async I/O: each read is one fs.read, which libuv runs on its threadpool (UV_THREADPOOL_SIZE,
-// default 4 threads, so at most 4 reads are really in flight) unless the process was started with
-// UV_USE_IO_URING=1. Node 20's libuv (1.46) honours that variable at event-loop creation (setting it
-// from JS later has no effect), then submits fs reads through an SQPOLL io_uring. Measured on this
-// machine (ext4 on virtio, 4 KiB random reads, 32 in flight): 12.6k IOPS through the threadpool vs
-// 53k IOPS with io_uring; strace showed 10 io_uring_enter and no pread64 calls for ~125k reads.
-// fs.read into a SharedArrayBuffer-backed view works asynchronously (the kernel writes the shared
-// memory; nothing is copied). Caveat: SQPOLL keeps a kernel thread polling while reads keep
-// coming: 32 × 1 MiB reads for 2.2 s wall cost 2.1 s of system CPU with io_uring vs 0.36 s through
-// the threadpool (same ~1.6k IOPS), i.e. about one of this machine's two cores, which the compute
-// threads want. Choose per workload (small reads: io_uring; big reads: either). ioUringActive()
-// tells whether it is on.
+// Async I/O: each read is one fs.read, which libuv runs on its threadpool (UV_THREADPOOL_SIZE
+// threads, default 4, so at most that many reads are really in flight) unless the process was
+// started with UV_USE_IO_URING=1, which Node 20's libuv (1.46) honours at event-loop creation
+// (setting it from JS later has no effect) by submitting fs reads through an SQPOLL io_uring.
+// fs.read into a SharedArrayBuffer-backed view works either way (the kernel writes the shared
+// memory; nothing is copied). Both variables must be set before node starts its pool, which is
+// why bin/flashlm.cjs is CommonJS and sets UV_THREADPOOL_SIZE=64.
+// Which path, measured on this machine (2 vCPUs, ext4 on virtio): io_uring wins raw IOPS for tiny
+// reads with 4 threads as the alternative (4 KiB, 32 in flight: 53k vs 12.6k IOPS), but its SQPOLL
+// kernel thread spins on a core while reads keep coming (top: iou-sqp at ~94% CPU during a hybrid
+// run), and that core is one of the two the kernels use. On CodeLlama-13B at a 50% budget the
+// threadpool with 64 threads gave hybrid 0.208 → 0.275 tokens/s and sparse 0.169 → 0.192 (compute
+// 1.87 → 0.63 s/token), see README "I/O path". ioUringActive() tells which path is on.
 import * as fs from 'node:fs';
 
 /** Alignment in bytes required of file offsets, lengths and destination addresses. */

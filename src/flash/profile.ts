@@ -197,7 +197,8 @@ export async function profileDisk(opts: ProfileOptions = {}): Promise<DiskProfil
     opts.onProgress?.(total, total, 'done');
     const ioUring = ioUringActive();
     const threadpoolSize = Number(process.env.UV_THREADPOOL_SIZE) || 4;
-    if (!ioUring) warnings.push(`io_uring is off (start node with UV_USE_IO_URING=1): at most ${threadpoolSize} reads were really in flight (libuv threadpool)`);
+    const deepest = Math.max(...inFlights);
+    if (!ioUring && threadpoolSize < deepest) warnings.push(`only ${threadpoolSize} reads were really in flight (libuv threadpool of ${threadpoolSize} threads; set UV_THREADPOOL_SIZE=${deepest} before node starts, as the flashlm command does)`);
     return {
       version: 1, created: new Date().toISOString(), path, device: deviceKey(st.dev).replace('-', ':'), fileBytes, direct,
       trustworthy: direct, warnings, ioUring, threadpoolSize, secondsPerCell: round(secondsPerCell, 3), cells,

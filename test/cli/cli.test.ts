@@ -9,7 +9,7 @@ import { test } from 'node:test';
 import { synthModelCached, testDir } from '../helpers.js';
 import { GGUFWriter, GGUFValueType } from '../../src/formats/gguf.js';
 
-const BIN = fileURLToPath(new URL('../../../bin/flashlm.js', import.meta.url));
+const BIN = fileURLToPath(new URL('../../../bin/flashlm.cjs', import.meta.url));
 
 function cli(...args: string[]): { code: number; stdout: string; stderr: string } {
   const r = spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', timeout: 60_000 });

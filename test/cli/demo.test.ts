@@ -12,7 +12,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { test, type TestContext } from 'node:test';
 import { testDir } from '../helpers.js';
 
-const BIN = fileURLToPath(new URL('../../../bin/flashlm.js', import.meta.url));
+const BIN = fileURLToPath(new URL('../../../bin/flashlm.cjs', import.meta.url));
 const PROMPT = 'The quick brown fox'; // the demo's default prompt
 
 const OFFLINE = `

@@ -24,7 +24,7 @@ import { calibrate } from '../../src/engine/calibrate.js';
 import { sparsify } from '../../src/engine/sparsify.js';
 
 const o: SynthOptions = { layers: 2, hidden: 64, ffn: 192, heads: 4, kvHeads: 2, vocab: 512, ctx: 128, dtype: 'f32', act: 'silu', seed: 21, format: 'gguf' };
-const BIN = fileURLToPath(new URL('../../../bin/flashlm.js', import.meta.url));
+const BIN = fileURLToPath(new URL('../../../bin/flashlm.cjs', import.meta.url));
 const dir = testDir('admission');
 const prompt = [1, 398, 259, 284, 272];
 const steps = 8;

@@ -27,7 +27,7 @@ import { convertToFlashLayout } from '../../src/formats/flash-layout.js';
 import { processAlive, removeStaleTemps } from '../../src/formats/fsutil.js';
 import { openModel } from '../../src/formats/source.js';
 
-const BIN = fileURLToPath(new URL('../../../bin/flashlm.js', import.meta.url));
+const BIN = fileURLToPath(new URL('../../../bin/flashlm.cjs', import.meta.url));
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 const SEED = Number(process.env.CRASH_SEED ?? 20241125);
 const KILLS_PER_COMMAND = 4;

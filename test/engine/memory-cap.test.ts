@@ -12,7 +12,7 @@ import type { SynthOptions } from '../../src/engine/synth.js';
 import { readGGUF } from '../../src/formats/gguf.js';
 
 const CG = '/sys/fs/cgroup/memory';
-const BIN = fileURLToPath(new URL('../../../bin/flashlm.js', import.meta.url));
+const BIN = fileURLToPath(new URL('../../../bin/flashlm.cjs', import.meta.url));
 const usable = existsSync(`${CG}/cgroup.procs`) && process.getuid?.() === 0;
 
 // Shape: the budget cannot go below the fixed runtime part (96 MiB) plus the flash read slots (two

@@ -23,7 +23,7 @@ import { readGGUF, readTensorData, type GGUFFile } from '../../src/formats/gguf.
 
 const o: SynthOptions = { layers: 2, hidden: 64, ffn: 512, heads: 4, kvHeads: 2, vocab: 512, ctx: 128, dtype: 'f32', act: 'relu', seed: 5, format: 'gguf' };
 const K = 16; // clusters of 32 neurons
-const BIN = fileURLToPath(new URL('../../../bin/flashlm.js', import.meta.url));
+const BIN = fileURLToPath(new URL('../../../bin/flashlm.cjs', import.meta.url));
 const dir = testDir('place');
 const TEXT = `The flash layout stores each neuron's gate row, up row and down column next to each other, so that
 the engine can fetch the neurons it needs with a few large reads. A predictor decides which neurons

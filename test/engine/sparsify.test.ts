@@ -23,7 +23,7 @@ import { Model } from '../../src/engine/model.js';
 
 const o: SynthOptions = { layers: 2, hidden: 64, ffn: 192, heads: 4, kvHeads: 2, vocab: 512, ctx: 128, dtype: 'f32', act: 'silu', seed: 21, format: 'gguf' };
 const N = 600; // calibration tokens: 60 held out, 54 for the cutoff, 486 fitted
-const BIN = fileURLToPath(new URL('../../../bin/flashlm.js', import.meta.url));
+const BIN = fileURLToPath(new URL('../../../bin/flashlm.cjs', import.meta.url));
 const dir = testDir('sparsify');
 let model: string, calib: string;
 let c: Compute;

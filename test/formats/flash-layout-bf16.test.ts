@@ -19,7 +19,7 @@ import { openModel } from '../../src/formats/source.js';
 import type { SynthOptions } from '../../src/engine/synth.js';
 import { greedyRun, synthModelCached, testDir } from '../helpers.js';
 
-const BIN = fileURLToPath(new URL('../../../bin/flashlm.js', import.meta.url)); // dist/test/formats → bin/
+const BIN = fileURLToPath(new URL('../../../bin/flashlm.cjs', import.meta.url)); // dist/test/formats → bin/
 // hidden 64: a record is 3 × 128 B = 384 B of bf16, padded to 512, so the padding is exercised
 const o: SynthOptions = { layers: 2, hidden: 64, ffn: 192, heads: 4, kvHeads: 2, vocab: 512, ctx: 128, dtype: 'f32', act: 'silu', seed: 11, format: 'gguf' };
 const prompt = [1, 300, 301, 302, 303];

@@ -112,7 +112,7 @@ test('memory pool: activation plan below the naive sum, arena bytes accounted, s
 });
 
 test('flashlm run --stats --json reports activation peak vs naive and KV pages; --verbose prints the plan', async () => {
-  const bin = fileURLToPath(new URL('../../../bin/flashlm.js', import.meta.url));
+  const bin = fileURLToPath(new URL('../../../bin/flashlm.cjs', import.meta.url));
   const path = await synthModelCached(SYNTH);
   const r = spawnSync(process.execPath, [bin, 'run', path, '--tokens', '1,5,9', '-n', '20', '--json', '--stats', '--threads', '1'], { encoding: 'utf8' });
   assert.equal(r.status, 0, r.stderr);

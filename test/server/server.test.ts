@@ -16,7 +16,7 @@ import { BAD_CHATS, BAD_COMPLETIONS } from './cases.js';
 import { get, parseSSE, post, postStreamThenDrop, type Reply } from './client.js';
 
 const SYNTH = { layers: 2, hidden: 64, ffn: 192, heads: 4, kvHeads: 2, vocab: 512, ctx: 256, dtype: 'q8_0', act: 'silu', seed: 7 } as const;
-const BIN = fileURLToPath(new URL('../../../bin/flashlm.js', import.meta.url));
+const BIN = fileURLToPath(new URL('../../../bin/flashlm.cjs', import.meta.url));
 
 let lm: LanguageModel;
 let srv: RunningServer;
