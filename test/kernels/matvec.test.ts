@@ -197,27 +197,3 @@ test('dequantRow matches the reference for every type', async () => {
     }
   }
 });
-
-// Rows of ≥ 256 q8_0 blocks run two at a time (wasm/matvec.ts LONG_ROW_BLOCKS): each row must come
-// out bit-identical to the same row computed alone (the one-row path), odd block counts included.
-for (const threads of [1, 2]) {
-  test(`q8_0 long rows: the two-row path equals the one-row path bit for bit (threads=${threads})`, async () => {
-    const { c, a } = await make(threads);
-    const r = rng(4242 + threads);
-    for (const [rows, cols] of [[7, 8192], [6, 8224], [9, 13824]] as [number, number][]) {
-      const wBytes = randomWeights(Q8_0, rows, cols, r);
-      const x = new Float32Array(cols);
-      for (let i = 0; i < cols; i++) x[i] = (r() * 2 - 1) * (r() < 0.05 ? 30 : 1);
-      const { y, xq } = runMatvec(c, a, Q8_0, wBytes, rows, cols, x);
-      checkAgainstRef(Q8_0, wBytes, rows, cols, x, y);
-      const rb = rowBytesRef(Q8_0, cols);
-      const w = a.alloc(wBytes.length);
-      a.u8(w, wBytes.length).set(wBytes);
-      const y1 = a.alloc(4);
-      for (let row = 0; row < rows; row++) {
-        c.matvec(a, [{ type: Q8_0, w: w + row * rb, rows: 1, cols, xq, y: y1 }]);
-        assert.equal(a.f32(y1, 1)[0], y[row], `${rows}x${cols} row ${row}`);
-      }
-    }
-  });
-}

@@ -43,39 +43,11 @@ import { align16, f16_to_f32, hsum_f32x4, h2f_even, h2f_odd } from './util';
   return f32x4.extract_lane(t, 0) + f32x4.extract_lane(t, 1);
 }
 
-/** Rows of at least this many blocks go two at a time (see matvec_q8_0). */
-const LONG_ROW_BLOCKS = 256;
-
 export function matvec_q8_0(w: usize, xq: usize, y: usize, cols: i32, r0: i32, r1: i32, stride: usize): void {
   const nb = cols >> 5;
   const rs = <usize>nb * 34;
   const dxp = xq + align16(rs);
   const n2 = <usize>(nb & ~1) * 34;
-  if (nb >= LONG_ROW_BLOCKS) {
-    // Long rows (the 13B down projection: 13824 columns = 14.7 KB per row, prepared x 16.4 KB)
-    // fill L1d (32 KiB) by themselves, so x is refetched from L2 for every row. Two rows at a time
-    // halve those refetches per weight byte (1 thread, 5120×13824: see bench/kernels.ts). Each
-    // row keeps its own two accumulators in the one-row order: results are bit-identical.
-    for (; r0 + 1 < r1; r0 += 2) {
-      let p = w + <usize>r0 * stride, q = p + stride;
-      const end2 = p + n2;
-      let xp = xq, dp = dxp;
-      let a = f32x4.splat(0), a2 = f32x4.splat(0), b = f32x4.splat(0), b2 = f32x4.splat(0);
-      while (p < end2) {
-        a = f32x4.add(a, f32x4.mul(f32x4.convert_i32x4_s(dot_q8(p, xp)), f32x4.splat(blockScale(p, dp))));
-        b = f32x4.add(b, f32x4.mul(f32x4.convert_i32x4_s(dot_q8(q, xp)), f32x4.splat(blockScale(q, dp))));
-        a2 = f32x4.add(a2, f32x4.mul(f32x4.convert_i32x4_s(dot_q8(p + 34, xp + 34)), f32x4.splat(blockScale(p + 34, dp + 4))));
-        b2 = f32x4.add(b2, f32x4.mul(f32x4.convert_i32x4_s(dot_q8(q + 34, xp + 34)), f32x4.splat(blockScale(q + 34, dp + 4))));
-        p += 68; q += 68; xp += 68; dp += 8;
-      }
-      if (nb & 1) {
-        a = f32x4.add(a, f32x4.mul(f32x4.convert_i32x4_s(dot_q8(p, xp)), f32x4.splat(blockScale(p, dp))));
-        b = f32x4.add(b, f32x4.mul(f32x4.convert_i32x4_s(dot_q8(q, xp)), f32x4.splat(blockScale(q, dp))));
-      }
-      store<f32>(y + (<usize>r0 << 2), hsum(f32x4.add(a, a2)));
-      store<f32>(y + (<usize>(r0 + 1) << 2), hsum(f32x4.add(b, b2)));
-    }
-  }
   for (let r = r0; r < r1; r++) {
     let p = w + <usize>r * stride;
     const end = p + rs, end2 = p + n2;
