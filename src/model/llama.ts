@@ -415,12 +415,13 @@ export type FFNProbe = (l: number, s: ArenaState) => void;
  * kernel overwrites hb, and the kernel computes every h_i exactly as in the dense path, so "no
  * threshold" (abs: t = 0, gate: t = −∞) is bit-identical to the dense path.
  */
-export function gatedAct(cfg: LlamaConfig, c: Compute, s: ArenaState, n: number, t: number, rule: SparsityRule = 'abs'): number {
+export function gatedAct(cfg: LlamaConfig, c: Compute, s: ArenaState, n: number, t: number, rule: SparsityRule = 'abs', skip?: Uint8Array): number {
   const { hbF, mask } = s;
   let dropped = 0;
+  // skip: rows flagged by the caller (gap records of collapsed reads) count as dropped whatever their activation
   if (rule === 'gate' && t > -Infinity) {
     for (let i = 0; i < n; i++) {
-      const m = hbF[i]! < t ? 1 : 0;
+      const m = hbF[i]! < t || (skip && skip[i]) ? 1 : 0;
       mask[i] = m;
       dropped += m;
     }
@@ -429,10 +430,12 @@ export function gatedAct(cfg: LlamaConfig, c: Compute, s: ArenaState, n: number,
     for (let i = 0; i < n; i++) {
       const g = hbF[i]!;
       const v = relu ? (g > 0 ? g : 0) : Math.abs(g / (1 + Math.exp(-g)));
-      const m = v < t ? 1 : 0;
+      const m = v < t || (skip && skip[i]) ? 1 : 0;
       mask[i] = m;
       dropped += m;
     }
+  } else if (skip) {
+    for (let i = 0; i < n; i++) dropped += mask[i] = skip[i] ? 1 : 0;
   }
   if (cfg.act === 'silu') c.siluMul(s.arena, s.hb, s.hb2, s.hb, n);
   else c.reluMul(s.arena, s.hb, s.hb2, s.hb, n);

@@ -14,6 +14,8 @@ import {
 export interface NeuronRows {
   off: number; // arena byte offset of row 0
   n: number;
+  /** [≥ n] rows whose contribution must be dropped (1): records a collapsed read passed through */
+  skip?: Uint8Array;
 }
 
 /** What model/ asks of flash/ in sparse mode (flash/neuron-source.ts implements it). */
@@ -208,7 +210,7 @@ export async function forwardSparse(
         if (first) c.prepareX(a, P.gateUp.type, s.xb, s.xq, cfg.dim); // xq stays valid across chunks
         first = false;
         c.matvec(a, P.gateUp.jobs);
-        stats.dropped += gatedAct(cfg, c, s, rows.n, sparsity.t[l]!, sparsity.rule);
+        stats.dropped += gatedAct(cfg, c, s, rows.n, sparsity.t[l]!, sparsity.rule, rows.skip);
         P.downT.rows = rows.n;
         P.downT.w = rows.off + b.downOff;
         c.matvecT(a, P.downT);
