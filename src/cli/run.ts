@@ -90,7 +90,7 @@ async function generateWith(modelPath: string, flags: Flags, promptDefault?: str
   let promptIds: number[] | undefined;
   const model = await Model.load(modelPath, {
     threads, kvType: kv, onProgress: (d, t) => bar.update(d, t), memory, mode, verify: !flags['no-verify'],
-    window: optIntFlag(flags, 'window', 0, 1 << 20), neuronCapacity: optIntFlag(flags, 'capacity', 1, 1 << 24), streamRows: optIntFlag(flags, 'stream-rows', 0, 1 << 20), collapseGap: optIntFlag(flags, 'collapse', 0, 1 << 20),
+    window: optIntFlag(flags, 'window', 0, 1 << 20), neuronCapacity: optIntFlag(flags, 'capacity', 1, 1 << 24), streamRows: optIntFlag(flags, 'stream-rows', 0, 1 << 20), collapseGap: flags.collapse === 'auto' ? 'auto' : optIntFlag(flags, 'collapse', 0, 1 << 20),
     admission: strFlag(flags, 'admission', 'default', ['default', 'ripple'] as const),
     ...(flags.thresholds ? { thresholds: 'file' as const } : {}),
     ctx: ctxFlag ?? ((cfg, tok) => {
@@ -188,7 +188,7 @@ const round = (x: number) => Math.round(x * 1000) / 1000;
 export async function cmdRun(argv: string[]): Promise<number> {
   const { flags, positionals } = parse(argv, RUN_OPTIONS);
   if (flags.help) {
-    process.stdout.write('usage: flashlm run MODEL (-p TEXT | --tokens 1,2,3) [-n N] [--temp T --top-k K --top-p P --seed S] [--ctx C] [--kv f16|f32] [--threads N] [--no-bos] [--memory 8GB|50%] [--mode ram|hybrid|naive|sparse] [--window K] [--capacity ROWS] [--stream-rows R] [--collapse G] [--admission default|ripple] [--thresholds] [--no-verify] [--stats] [--verbose] [--json]\n');
+    process.stdout.write('usage: flashlm run MODEL (-p TEXT | --tokens 1,2,3) [-n N] [--temp T --top-k K --top-p P --seed S] [--ctx C] [--kv f16|f32] [--threads N] [--no-bos] [--memory 8GB|50%] [--mode ram|hybrid|naive|sparse] [--window K] [--capacity ROWS] [--stream-rows R] [--collapse G|auto] [--admission default|ripple] [--thresholds] [--no-verify] [--stats] [--verbose] [--json]\n');
     return 0;
   }
   if (positionals.length !== 1) throw new UsageError('run needs exactly one MODEL (a .gguf file or an HF model directory)');

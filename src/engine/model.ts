@@ -78,8 +78,12 @@ export interface LoadModelOptions {
   streamRows?: number;
   /** sparse: a neuron stays in DRAM while used in the last `window` tokens (default 5; 0 = no reuse). */
   window?: number;
-  /** sparse: access-collapse gap in records (default: from the disk profile; 0 = off). */
-  collapseGap?: number;
+  /** sparse: access-collapse gap in records (default 0 = off; 'auto': the largest gap the disk
+   *  profile's cost model says pays, read-planner.ts collapseThreshold). Off by default because on
+   *  CodeLlama-13B at a 50% budget (threadpool I/O, 2026-12-07) every gap measured no faster:
+   *  G = 0 / 1 / 3 gave 0.184 / 0.179 / 0.172 tokens/s for 4.89 / 5.95 / 7.01 GB per token (the
+   *  model gave G = 3: it trusts the profile's big-read bandwidth, which the engine does not reach). */
+  collapseGap?: number | 'auto';
   /** sparse: what the neuron matrices keep between tokens ('ripple': linking-aligned, Ripple §5; default the window). */
   admission?: 'default' | 'ripple';
   /** sparse, collapse on: matrix rows per needed neuron freed (LRU) for gap records when the matrix is full (default 0). */
@@ -356,11 +360,11 @@ export class Model {
           : { arena: weights.outArena, off: weights.outSlot! });
         if (sparse) {
           const layers = fl!.layers;
-          let gap = opts.collapseGap;
-          if (gap === undefined) {
+          let gap = 0;
+          if (opts.collapseGap === 'auto') {
             const prof = tryProfile(path);
             gap = prof ? collapseThreshold(prof, bundles!.recordBytes, { inFlight: m.readPlan.inFlight, maxReadBytes: m.readPlan.maxReadBytes }) : 0;
-          }
+          } else if (opts.collapseGap !== undefined) gap = opts.collapseGap;
           const window = opts.window ?? 5;
           const src = new MatrixNeuronSource(m.reader, weights.layers.map((L, l) => ({
             arena: L.arena, matrixOff: L.matrix!, fileOffset: layers[l]!.bundleOffset, perm: layers[l]!.perm, ...(L.stream !== undefined ? { streamOff: L.stream } : {}),
