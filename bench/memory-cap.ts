@@ -172,7 +172,7 @@ async function main(): Promise<void> {
   const result = {
     model: { path: file, file_bytes: fileBytes, ffn_bundle_bytes: ffnBytes, resident_bytes_hybrid: all - ffnBytes, shape, dtype: 'q8_0' },
     runtime_overhead_bytes: RUNTIME_OVERHEAD_BYTES, limit_extra_bytes: extra, tokens: Number(values.n), prompt: PROMPT,
-    io_uring: true, page_cache_dropped: true,
+    io: process.env.FLASHLM_IO === 'uring' ? 'io_uring' : `threadpool (UV_THREADPOOL_SIZE=${ioEnv().UV_THREADPOOL_SIZE})`, page_cache_dropped: true,
     summary: {
       cells: cells.length, refused: cells.length - ran.length, ran: ran.length,
       oom_killed: cells.filter((c) => (c.oom_kills ?? 0) > 0).length,

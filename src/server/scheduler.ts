@@ -11,6 +11,8 @@ import type { KVPageStats, ServedSequence } from './types.js';
 /** A running request's hold on the model; release() exactly once when it is done. */
 export interface Slot {
   release(): void;
+  /** Called once per generated token (feeds the Retry-After estimate before any request finished). */
+  tick?(): void;
   /** The KV sequence the request must run in (KVScheduler). */
   readonly sequence?: ServedSequence;
 }
@@ -25,17 +27,37 @@ export interface Scheduler {
   readonly slots: number; // sequences that can run at once
 }
 
-/** Running mean of how long requests hold a slot (ms), for Retry-After. */
+/**
+ * Running mean of how long requests hold a slot (ms), for Retry-After. Until a request has finished
+ * there is no hold time to average: then a hold is estimated as positions (prompt + max_tokens) ×
+ * the running mean of ms between two tokens of one request (seen through Slot.tick; it already
+ * includes the round-robin with the other running requests), and 1 s per request before any token.
+ */
 class HoldTimer {
   avgMs = 1000;
   private n = 0;
+  private tokenMs = 0; // running mean of ms between consecutive tokens of a request (0: none seen)
   add(ms: number): void {
     this.avgMs = this.n === 0 ? ms : 0.8 * this.avgMs + 0.2 * ms;
     this.n++;
   }
-  /** Seconds until a request behind `queued` others would likely start, `running` at a time. */
-  retryAfter(queued: number, running: number): number {
-    return Math.max(1, Math.ceil(((queued + 1) * this.avgMs) / Math.max(1, running) / 1000));
+  token(ms: number): void {
+    this.tokenMs = this.tokenMs === 0 ? ms : 0.9 * this.tokenMs + 0.1 * ms;
+  }
+  /** Seconds until a request behind `queued` others would likely start, `running` at a time;
+   *  meanPositions: mean KV positions of the running and queued requests (for the estimate). */
+  retryAfter(queued: number, running: number, meanPositions = 0): number {
+    const hold = this.n > 0 || this.tokenMs === 0 || meanPositions <= 0 ? this.avgMs : meanPositions * this.tokenMs;
+    return Math.max(1, Math.ceil(((queued + 1) * hold) / Math.max(1, running) / 1000));
+  }
+  /** A tick() for one slot: measures the gaps between its successive tokens. */
+  ticker(): () => void {
+    let last = -1;
+    return () => {
+      const t = performance.now();
+      if (last >= 0) this.token(t - last);
+      last = t;
+    };
   }
 }
 
@@ -58,6 +80,7 @@ export class KVScheduler implements Scheduler {
   private queue: KVWaiter[] = [];
   private active = 0;
   private readonly timer = new HoldTimer();
+  private runningPositions = 0; // KV positions reserved by the running requests
   private readonly unsubscribe: () => void;
 
   constructor(private readonly src: KVSource, readonly maxQueue: number) {
@@ -77,14 +100,16 @@ export class KVScheduler implements Scheduler {
   }
 
   retryAfterSeconds(): number {
-    return this.timer.retryAfter(this.queue.length, this.active);
+    const n = this.active + this.queue.length;
+    const positions = this.runningPositions + this.queue.reduce((sum, w) => sum + w.positions, 0);
+    return this.timer.retryAfter(this.queue.length, this.active, n > 0 ? positions / n : 0);
   }
 
   acquire(signal: AbortSignal, positions = 1): Promise<Slot> {
     if (signal.aborted) return Promise.reject(new CancelledError());
     if (this.queue.length === 0) {
       const seq = this.src.tryOpenSequence(positions);
-      if (seq) return Promise.resolve(this.grant(seq));
+      if (seq) return Promise.resolve(this.grant(seq, positions));
     }
     if (this.queue.length >= this.maxQueue) {
       const k = this.src.kvPages();
@@ -111,16 +136,19 @@ export class KVScheduler implements Scheduler {
     this.unsubscribe();
   }
 
-  private grant(seq: ServedSequence): Slot {
+  private grant(seq: ServedSequence, positions: number): Slot {
     this.active++;
+    this.runningPositions += positions;
     const t0 = performance.now();
     let done = false;
     return {
       sequence: seq,
+      tick: this.timer.ticker(),
       release: () => {
         if (done) return;
         done = true;
         this.active--;
+        this.runningPositions -= positions;
         this.timer.add(performance.now() - t0);
         seq.close(); // idempotent; its pages wake the queue through onKVRelease
         this.pump();
@@ -143,7 +171,7 @@ export class KVScheduler implements Scheduler {
       if (!seq) return; // first come first served
       this.queue.shift();
       w.signal.removeEventListener('abort', w.onAbort);
-      w.grant(this.grant(seq));
+      w.grant(this.grant(seq, w.positions));
     }
   }
 }

@@ -102,7 +102,7 @@ export async function startServer(model: ServedModel, o: ServerOptions = {}): Pr
   }
 
   /** Runs one prepared request on the model; the caller holds a slot. */
-  async function run(res: ServerResponse, p: Prepared, kind: 'completion' | 'chat', signal: AbortSignal, sequence: Slot['sequence']): Promise<number> {
+  async function run(res: ServerResponse, p: Prepared, kind: 'completion' | 'chat', signal: AbortSignal, sequence: Slot['sequence'], tick?: () => void): Promise<number> {
     const { ids, maxTokens, req } = p;
     const id = `${kind === 'chat' ? 'chatcmpl' : 'cmpl'}-${randomBytes(12).toString('hex')}`;
     const now = Math.floor(Date.now() / 1000);
@@ -131,6 +131,7 @@ export async function startServer(model: ServedModel, o: ServerOptions = {}): Pr
     try {
       for await (const piece of gen) {
         n++;
+        tick?.();
         emit(stop.push(piece.text));
         if (stop.stopped) {
           finish = 'stop';
@@ -189,7 +190,7 @@ export async function startServer(model: ServedModel, o: ServerOptions = {}): Pr
       }
       try {
         if (ac.signal.aborted) throw new CancelledError(); // gone between the grant and now
-        await run(res, p, kind, ac.signal, slot.sequence);
+        await run(res, p, kind, ac.signal, slot.sequence, slot.tick);
         if (ac.signal.aborted) throw new CancelledError();
       } finally {
         slot.release();

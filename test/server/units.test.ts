@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import { validateChatRequest, validateCompletionRequest } from '../../src/server/validate.js';
 import { CancelledError, QueueFullError, RequestError } from '../../src/server/errors.js';
 import { StopMatcher, Utf8Pieces } from '../../src/server/text.js';
-import { FifoScheduler } from '../../src/server/scheduler.js';
+import { FifoScheduler, KVScheduler } from '../../src/server/scheduler.js';
 import { ChatFormatter } from '../../src/server/chat.js';
 import { Metrics } from '../../src/server/metrics.js';
 import { parseJSON } from '../../src/server/http.js';
@@ -182,4 +182,36 @@ test('Utf8Pieces: a character split over tokens waits for its last byte; a leadi
   assert.equal(u.pending, false);
   assert.equal(u.push(new Uint8Array([0xf0, 0x9f])), '');
   assert.equal(u.end(), '\uFFFD');
+});
+
+test('KVScheduler Retry-After: 1 s per request before any token, then positions × ms between tokens, then mean hold', async () => {
+  let open = 0;
+  const src = {
+    tryOpenSequence: () => (open < 1 ? (open++, { close: () => { open--; } }) : undefined),
+    onKVRelease: () => () => {},
+    kvPages: () => ({ pageSize: 16, pages: 64, used: 0, reserved: 0, free: 0, sequences: open, slots: 1 }),
+  };
+  const s = new KVScheduler(src, 0); // no queue: the second request is refused with its Retry-After
+  const after = async () => {
+    try {
+      await s.acquire(new AbortController().signal, 100);
+    } catch (e) {
+      if (e instanceof QueueFullError) return e.retryAfterSeconds;
+      throw e;
+    }
+    throw new Error('expected a QueueFullError');
+  };
+  const a = await s.acquire(new AbortController().signal, 100);
+  assert.equal(await after(), 1); // nothing measured yet
+  const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+  a.tick!(); // the first token starts the clock (its time includes the prompt)
+  for (let i = 0; i < 4; i++) { await sleep(40); a.tick!(); }
+  // 100 positions × ~40 ms between tokens ≈ 4 s (timer slack: 40–80 ms per gap)
+  const est = await after();
+  assert.ok(est >= 4 && est <= 8, `estimate ${est} s`);
+  a.release();
+  // once a request finished, its hold time (~0.2 s) is the estimate: ceil → 1 s
+  const b = await s.acquire(new AbortController().signal, 100);
+  assert.equal(await after(), 1);
+  b.release();
 });
