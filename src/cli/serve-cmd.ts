@@ -50,7 +50,7 @@ export async function cmdServe(argv: string[]): Promise<number> {
   let srv;
   try {
     srv = await startServer(lm, {
-      port, host, maxQueue, log: flags.verbose ? (l) => process.stderr.write(`${l}\n`) : undefined,
+      port, host, maxQueue, log: flags.verbose ? (l) => process.stderr.write(`${l}\n`) : undefined, warmup: true,
     });
   } catch (e) {
     await lm.close();

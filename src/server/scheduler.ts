@@ -28,10 +28,11 @@ export interface Scheduler {
 }
 
 /**
- * Running mean of how long requests hold a slot (ms), for Retry-After. Until a request has finished
- * there is no hold time to average: then a hold is estimated as positions (prompt + max_tokens) ×
- * the running mean of ms between two tokens of one request (seen through Slot.tick; it already
- * includes the round-robin with the other running requests), and 1 s per request before any token.
+ * How long a request holds a slot (ms), for Retry-After: positions (prompt + max_tokens) × the
+ * running mean of ms between two tokens of one request (seen through Slot.tick; it includes the
+ * round-robin with the other running requests, and prompts are processed a token at a time too).
+ * Before any token was seen (the server's warm-up makes one) it falls back to the mean hold of the
+ * finished requests, and to 1 s per request before any finished.
  */
 class HoldTimer {
   avgMs = 1000;
@@ -47,7 +48,7 @@ class HoldTimer {
   /** Seconds until a request behind `queued` others would likely start, `running` at a time;
    *  meanPositions: mean KV positions of the running and queued requests (for the estimate). */
   retryAfter(queued: number, running: number, meanPositions = 0): number {
-    const hold = this.n > 0 || this.tokenMs === 0 || meanPositions <= 0 ? this.avgMs : meanPositions * this.tokenMs;
+    const hold = this.tokenMs > 0 && meanPositions > 0 ? meanPositions * this.tokenMs : this.avgMs;
     return Math.max(1, Math.ceil(((queued + 1) * hold) / Math.max(1, running) / 1000));
   }
   /** A tick() for one slot: measures the gaps between its successive tokens. */

@@ -27,6 +27,10 @@ export interface ServerOptions {
   scheduler?: Scheduler & { retryAfterSeconds?(): number };
   /** One line per finished request (method, path, status, tokens, seconds). */
   log?: (line: string) => void;
+  /** Generate a few tokens before listening (as llama.cpp's server does): tiers up the kernels and
+   *  gives Retry-After a measured time per token from the first request on (default false; the
+   *  `flashlm serve` command turns it on). Not counted in /metrics. */
+  warmup?: boolean;
 }
 
 export interface RunningServer {
@@ -75,6 +79,23 @@ export async function startServer(model: ServedModel, o: ServerOptions = {}): Pr
   };
 
   const modelCard = () => ({ id: model.name, object: 'model', created, owned_by: 'flashlm' });
+
+  if (o.warmup) {
+    try {
+      const ids = model.tokenize('def', { addBos: model.addBos });
+      const n = Math.min(4, model.ctx - ids.length);
+      if (ids.length > 0 && n >= 2) {
+        const slot = await scheduler.acquire(new AbortController().signal, ids.length + n);
+        try {
+          for await (const _ of model.generate(ids, { maxTokens: n, temperature: 0, ...(slot.sequence ? { sequence: slot.sequence } : {}) })) slot.tick?.();
+        } finally {
+          slot.release();
+        }
+      }
+    } catch (e) {
+      warnings.push(`warm-up failed: ${(e as Error).message}`);
+    }
+  }
 
   /** Validation, prompt and context checks: everything that can fail before the request queues. */
   function prepare(body: unknown, kind: 'completion' | 'chat'): Prepared {

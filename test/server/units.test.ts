@@ -184,7 +184,7 @@ test('Utf8Pieces: a character split over tokens waits for its last byte; a leadi
   assert.equal(u.end(), '\uFFFD');
 });
 
-test('KVScheduler Retry-After: 1 s per request before any token, then positions × ms between tokens, then mean hold', async () => {
+test('KVScheduler Retry-After: 1 s per request before any token, then positions × ms between tokens', async () => {
   let open = 0;
   const src = {
     tryOpenSequence: () => (open < 1 ? (open++, { close: () => { open--; } }) : undefined),
@@ -210,8 +210,9 @@ test('KVScheduler Retry-After: 1 s per request before any token, then positions 
   const est = await after();
   assert.ok(est >= 4 && est <= 8, `estimate ${est} s`);
   a.release();
-  // once a request finished, its hold time (~0.2 s) is the estimate: ceil → 1 s
+  // a finished request does not replace the per-token estimate (its hold, ~0.2 s, would say 1 s)
   const b = await s.acquire(new AbortController().signal, 100);
-  assert.equal(await after(), 1);
+  const est2 = await after();
+  assert.ok(est2 >= 4 && est2 <= 8, `estimate after a completion ${est2} s`);
   b.release();
 });
