@@ -48,6 +48,8 @@ export async function cmdServe(argv: string[]): Promise<number> {
   for (const w of lm.warnings) process.stderr.write(`flashlm: warning: ${w}\n`);
   if (lm.engine.plan && flags.verbose) process.stderr.write(`${describePlan(lm.engine.plan)}\n`);
   let srv;
+  // the warm-up's few tokens take seconds on a model streamed from flash: say why nothing listens yet
+  process.stderr.write('flashlm: warming up (4 tokens) before listening\n');
   try {
     srv = await startServer(lm, {
       port, host, maxQueue, log: flags.verbose ? (l) => process.stderr.write(`${l}\n`) : undefined, warmup: true,
