@@ -17,7 +17,7 @@ import { Sampler, type SamplingOptions } from './sample.js';
 import { planLiveness, type LivenessPlan } from '../memory/liveness.js';
 import { MemoryPool } from '../memory/pool.js';
 import { PagedKV, type Sequence } from './kv.js';
-import { DirectReader, ioUringActive, type ReadFn } from '../flash/io.js';
+import { DirectReader, ioUringActive, threadpoolSize, type ReadFn } from '../flash/io.js';
 import { WholeLayerSource } from '../flash/layer-source.js';
 import { MatrixNeuronSource } from '../flash/neuron-source.js';
 import { collapseThreshold } from '../flash/read-planner.js';
@@ -73,18 +73,13 @@ export interface LoadModelOptions {
   /** sparse: neuron matrix rows per layer (default: what the --memory budget leaves, else all). */
   neuronCapacity?: number;
   /** sparse: rows per half of each arena's stream buffer, through which predicted neurons that do not
-   * fit in the matrix are read and computed (default 1024 when the capacity is below the FFN width;
-   * 0 drops them instead, the old behaviour). 1024 rather than 512: one chunk is in flight at a time
-   * and each ends in a tail of draining reads; on CodeLlama-13B at a 50% budget 512 / 1024 / 2048 gave
-   * 0.186, 0.192, 0.219 / 0.205, 0.218, 0.225 / 0.200, 0.227 tokens/s (2026-12-07). */
+   * fit in the matrix are read and computed (default 1024 when the capacity is below the FFN width,
+   * measured faster than 512 on CodeLlama-13B: README; 0 drops them instead, the old behaviour). */
   streamRows?: number;
   /** sparse: a neuron stays in DRAM while used in the last `window` tokens (default 5; 0 = no reuse). */
   window?: number;
-  /** sparse: access-collapse gap in records (default 0 = off; 'auto': the largest gap the disk
-   *  profile's cost model says pays, read-planner.ts collapseThreshold). Off by default because on
-   *  CodeLlama-13B at a 50% budget (threadpool I/O, 2026-12-07) every gap measured no faster:
-   *  G = 0 / 1 / 3 gave 0.184 / 0.179 / 0.172 tokens/s for 4.89 / 5.95 / 7.01 GB per token (the
-   *  model gave G = 3: it trusts the profile's big-read bandwidth, which the engine does not reach). */
+  /** sparse: access-collapse gap in records (default 0 = off: on CodeLlama-13B every gap measured
+   *  slower, README "Collapse, measured again"; 'auto': the disk profile's cost model decides). */
   collapseGap?: number | 'auto';
   /** sparse: what the neuron matrices keep between tokens ('ripple': linking-aligned, Ripple §5; default the window). */
   admission?: 'default' | 'ripple';
@@ -353,7 +348,7 @@ export class Model {
         // libuv reads UV_USE_IO_URING only when the process starts; after the probe read the ring exists if it is on.
         // Without it every read occupies a threadpool thread: fewer threads than reads in flight caps the queue depth.
         m.ioUring = ioUringActive();
-        const pool = Number(process.env.UV_THREADPOOL_SIZE) || 4;
+        const pool = threadpoolSize();
         if (!m.ioUring && pool < m.readPlan.inFlight) {
           m.warnings.push(`only ${pool} of ${m.readPlan.inFlight} reads are really in flight (libuv threadpool of ${pool} threads): set UV_THREADPOOL_SIZE=${m.readPlan.inFlight} before node starts (the flashlm command does)`);
         }
@@ -362,11 +357,11 @@ export class Model {
           : { arena: weights.outArena, off: weights.outSlot! });
         if (sparse) {
           const layers = fl!.layers;
-          let gap = 0;
-          if (opts.collapseGap === 'auto') {
+          let gap = opts.collapseGap ?? 0;
+          if (gap === 'auto') {
             const prof = tryProfile(path);
             gap = prof ? collapseThreshold(prof, bundles!.recordBytes, { inFlight: m.readPlan.inFlight, maxReadBytes: m.readPlan.maxReadBytes }) : 0;
-          } else if (opts.collapseGap !== undefined) gap = opts.collapseGap;
+          }
           const window = opts.window ?? 5;
           const src = new MatrixNeuronSource(m.reader, weights.layers.map((L, l) => ({
             arena: L.arena, matrixOff: L.matrix!, fileOffset: layers[l]!.bundleOffset, perm: layers[l]!.perm, ...(L.stream !== undefined ? { streamOff: L.stream } : {}),
@@ -599,4 +594,3 @@ export class Model {
     await this.compute.close();
   }
 }
-

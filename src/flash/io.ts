@@ -154,6 +154,12 @@ function errno(e: unknown): string {
   return (e as NodeJS.ErrnoException)?.code ?? 'EUNKNOWN';
 }
 
+/** Threads in libuv's pool (UV_THREADPOOL_SIZE as read at process start; libuv's default is 4):
+ *  without io_uring, the reads really in flight. */
+export function threadpoolSize(): number {
+  return Number(process.env.UV_THREADPOOL_SIZE) || 4;
+}
+
 /** True if this process has an io_uring instance open (libuv made one: UV_USE_IO_URING=1 took effect). Linux only. */
 export function ioUringActive(): boolean {
   try {

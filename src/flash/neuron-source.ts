@@ -68,7 +68,7 @@ export class MatrixNeuronSource implements NeuronSource {
   private readonly chunkRows: NeuronRows = { off: 0, n: 0 };
   // per buffer half [streamRows]: 1 = a gap record of a collapsed read (its contribution is dropped)
   private readonly skipRows: Uint8Array[];
-  private readonly chunkGaps = [0, 0]; // gap records in each half's chunk
+  private readonly chunkSkip: (Uint8Array | undefined)[] = [undefined, undefined]; // skipRows[half] if its chunk has gaps
 
   constructor(private readonly reader: DirectReader, private readonly layers: SparseLayer[], private readonly o: NeuronSourceOptions) {
     this.inv = layers.map((L) => invertPerm(L.perm));
@@ -240,7 +240,7 @@ export class MatrixNeuronSource implements NeuronSource {
     }
     r.off = this.layers[l]!.streamOff! + half * this.streamRows * this.o.recordBytes;
     r.n = n;
-    r.skip = this.chunkGaps[half]! > 0 ? this.skipRows[half] : undefined;
+    r.skip = this.chunkSkip[half];
     return r;
   }
 
@@ -292,8 +292,9 @@ export class MatrixNeuronSource implements NeuronSource {
     const reqs = plan.runs.map((run) => ({ fileOffset: run.fileOffset, length: run.bytes, dst: region.subarray(run.firstRow * rb, (run.firstRow + run.count) * rb) }));
     st.mmMs += performance.now() - t0;
     const half = this.half;
-    this.chunkGaps[half] = plan.records - plan.needed;
-    if (plan.records > plan.needed) this.skipRows[half]!.set(plan.gap.subarray(0, plan.records));
+    const skip = plan.records > plan.needed ? this.skipRows[half]! : undefined;
+    if (skip) for (let i = 0; i < plan.records; i++) skip[i] = plan.gap[i]!;
+    this.chunkSkip[half] = skip;
     this.inFlight = this.reader.read(reqs).then((res) => {
       const t1 = performance.now();
       this.count(plan, res);

@@ -11,7 +11,7 @@
 import * as fs from 'node:fs';
 import { join, resolve } from 'node:path';
 import { cacheDir } from '../formats/fsutil.js';
-import { ALIGN, DirectReader, ioUringActive, type ReadFn } from './io.js';
+import { ALIGN, DirectReader, ioUringActive, threadpoolSize as threadpoolSizeNow, type ReadFn } from './io.js';
 
 export const DEFAULT_CHUNKS = [4, 8, 16, 32, 64, 128, 256, 512, 1024].map((k) => k << 10);
 export const DEFAULT_IN_FLIGHT = [1, 4, 16, 64];
@@ -196,7 +196,7 @@ export async function profileDisk(opts: ProfileOptions = {}): Promise<DiskProfil
     }
     opts.onProgress?.(total, total, 'done');
     const ioUring = ioUringActive();
-    const threadpoolSize = Number(process.env.UV_THREADPOOL_SIZE) || 4;
+    const threadpoolSize = threadpoolSizeNow();
     const deepest = Math.max(...inFlights);
     if (!ioUring && threadpoolSize < deepest) warnings.push(`only ${threadpoolSize} reads were really in flight (libuv threadpool of ${threadpoolSize} threads; set UV_THREADPOOL_SIZE=${deepest} before node starts, as the flashlm command does)`);
     return {
